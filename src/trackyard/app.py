@@ -1,0 +1,170 @@
+"""Wiring: the store, the group committer and the HTTP apps of one `trackyard serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trackyard.config import Config
+from trackyard.ingest.committer import GroupCommitter
+from trackyard.ingest.http import ROUTES, CollectionAPI, Receive, Scope, Send
+from trackyard.ingest.sources import SourceDirectory
+from trackyard.spec import now_ms
+from trackyard.store import Source, Store
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_SETTING = "admin_token"
+_KEY_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_write_key() -> str:
+    """32 letters and digits, the shape of a Segment write key."""
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(32))
+
+
+def new_admin_token() -> str:
+    return "tya_" + secrets.token_urlsafe(32)
+
+
+@dataclass
+class FirstStart:
+    """What a brand-new installation created, to be printed once."""
+
+    source: Source | None = None
+    admin_token: str | None = None
+
+    @property
+    def happened(self) -> bool:
+        return self.source is not None or self.admin_token is not None
+
+
+def bootstrap(store: Store) -> FirstStart:
+    """Create the `default` source and the admin token if this store has none."""
+    created = FirstStart()
+    if not store.list_sources():
+        created.source = store.create_source("default", new_write_key())
+    if store.get_setting(ADMIN_TOKEN_SETTING) is None:
+        created.admin_token = new_admin_token()
+        store.set_setting(ADMIN_TOKEN_SETTING, created.admin_token)
+    return created
+
+
+@dataclass
+class Runtime:
+    """Everything a serving process holds, started and stopped by the ASGI lifespan."""
+
+    config: Config
+    store: Store
+    sources: SourceDirectory = field(init=False)
+    committer: GroupCommitter = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sources = SourceDirectory(self.store)
+        self.committer = GroupCommitter(self.store)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.sources.reload)
+        self.committer.start()
+        self._tasks.append(asyncio.create_task(self._maintain()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.committer.stop)
+        self.store.close()
+
+    async def _maintain(self) -> None:
+        """Refresh the write-key cache and expire old message ids, in the background."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(5)
+            ticks += 1
+            try:
+                await asyncio.to_thread(self.sources.reload)
+                if ticks % 12 == 0:
+                    await asyncio.to_thread(self.store.prune_dedupe, now_ms())
+            except Exception:
+                log.exception("maintenance failed; retrying in 5 s")
+
+
+def build_app(runtime: Runtime) -> Any:
+    collection = CollectionAPI(runtime.config, runtime.sources, runtime.committer, fallback=_pages)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(runtime, receive, send)
+        else:
+            await collection(scope, receive, send)
+
+    return app
+
+
+async def _lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await runtime.start()
+            except Exception as exc:
+                log.exception("start-up failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await runtime.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+_HOME = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>trackyard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem">
+<h1>trackyard</h1><p>The collection API is running. The web app arrives in a later release;
+until then use the <code>trackyard</code> command.</p>
+<p><a href="/docs">API reference</a> · <a href="/health">health</a></p></body></html>"""
+
+
+def _api_reference() -> str:
+    rows = "".join(f"<li><code>POST {path}</code></li>" for path in ROUTES)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>trackyard API</title></head>'
+        '<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto">'
+        "<h1>Collection API</h1><p>Segment's HTTP Tracking API. Authenticate with the source's write key "
+        "as the Basic auth user name or as <code>writeKey</code> in the body.</p>"
+        f"<ul>{rows}<li><code>GET /v1/projects/&lt;writeKey&gt;/settings</code></li></ul></body></html>"
+    )
+
+
+async def _pages(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    path, method = scope["path"], scope["method"]
+    if method not in ("GET", "HEAD"):
+        status, ctype, body = 404, b"application/json", b'{"code":"not_found","message":"no such route"}'
+    elif path == "/":
+        status, ctype, body = 200, b"text/html; charset=utf-8", _HOME.encode()
+    elif path == "/docs":
+        status, ctype, body = 200, b"text/html; charset=utf-8", _api_reference().encode()
+    elif path == "/health":
+        status, ctype, body = 200, b"application/json", orjson.dumps({"status": "ok"})
+    else:
+        status, ctype, body = 404, b"application/json", b'{"code":"not_found","message":"no such route"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

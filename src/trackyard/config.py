@@ -1,0 +1,75 @@
+"""Configuration from the environment and command-line flags.
+
+Every command reads TRACKYARD_DATA_DIR (default ./trackyard-data) and
+TRACKYARD_DATABASE_URL (a postgresql:// URL switches every table to PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trackyard.store import Store, open_store
+from trackyard.store.base import DEFAULT_DEDUPE_WINDOW_S, DEFAULT_SEGMENT_ROWS
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("trackyard-data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8088
+    public_url: str | None = None
+    dedupe_window_s: int = DEFAULT_DEDUPE_WINDOW_S
+    segment_rows: int = DEFAULT_SEGMENT_ROWS
+    sqlite_synchronous: str = "FULL"
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {
+            "data_dir": Path(env.get("TRACKYARD_DATA_DIR", "trackyard-data")),
+            "database_url": env.get("TRACKYARD_DATABASE_URL") or None,
+            "public_url": env.get("TRACKYARD_PUBLIC_URL") or None,
+            "dedupe_window_s": int(env.get("TRACKYARD_DEDUPE_WINDOW_S", DEFAULT_DEDUPE_WINDOW_S)),
+            "segment_rows": int(env.get("TRACKYARD_SEGMENT_ROWS", DEFAULT_SEGMENT_ROWS)),
+            "sqlite_synchronous": env.get("TRACKYARD_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("TRACKYARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.database_url and self.database_url.startswith(("postgresql://", "postgres://")))
+
+    def open_store(self) -> Store:
+        options: dict[str, int | str] = {
+            "segment_rows": self.segment_rows,
+            "dedupe_window_s": self.dedupe_window_s,
+        }
+        if not self.uses_postgres:
+            options["synchronous"] = self.sqlite_synchronous
+        store = open_store(self.database_url, self.data_dir, **options)
+        store.migrate()
+        return store
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)

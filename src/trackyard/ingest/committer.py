@@ -1,0 +1,103 @@
+"""Group commit: concurrent requests share one store transaction.
+
+Request handlers hand their records to a single writer thread and wait on a future.
+The thread takes everything queued at that moment, appends it in one transaction,
+then resolves every waiting future. While one commit runs, the next group forms, so
+commits grow with load and durability costs one commit per group, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trackyard.store import AppendResult, FailureRecord, LogRecord, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    records: Sequence[LogRecord]
+    failures: Sequence[FailureRecord]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(self, store: Store, max_group_events: int = 20_000) -> None:
+        self.store = store
+        self.max_group_events = max_group_events
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="trackyard-committer", daemon=True)
+        self.commits = 0
+        self.stored = 0
+        self.duplicates = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    async def commit(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord]) -> None:
+        """Return once records and failures are durably committed; raise StoreUnavailable otherwise."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(records, failures, future, loop))
+        await future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            group: list[_Pending] = [first]  # type: ignore[list-item]
+            size = len(group[0].records)
+            while size < self.max_group_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                group.append(item)  # type: ignore[arg-type]
+                size += len(item.records)  # type: ignore[union-attr]
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        records = [record for pending in group for record in pending.records]
+        failures = [failure for pending in group for failure in pending.failures]
+        try:
+            result: AppendResult = self.store.append(records, failures)
+        except Exception as exc:
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("append failed")
+                exc = StoreUnavailable(f"the event log could not commit: {exc}")
+            for pending in group:
+                pending.loop.call_soon_threadsafe(_resolve, pending.future, exc)
+            return
+        self.commits += 1
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        for pending in group:
+            pending.loop.call_soon_threadsafe(_resolve, pending.future, None)
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

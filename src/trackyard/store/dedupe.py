@@ -1,0 +1,49 @@
+"""The in-memory dedupe window of the embedded store.
+
+A UNIQUE index on random messageIds caps SQLite at ~45,000 rows/s (every insert rewrites
+a random index leaf; limits.md §3a). The embedded store has exactly one writer, so it
+keeps the window in memory instead: a set of 64-bit hashes of (source, messageId),
+expired by minute, rebuilt from the log's tail at start-up. Cost: ~70 bytes per event
+in the window. A false positive needs two different ids with the same 64-bit hash
+(p ≈ n / 2^64 per lookup).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+def id_hash(source_id: int, message_id: str) -> int:
+    # Python's string hash is SipHash, randomised per process, which is fine: the set
+    # lives only in this process and is rebuilt from the log when it starts.
+    return hash((source_id, message_id))
+
+
+class RecentIds:
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self._seen: set[int] = set()
+        self._by_minute: deque[tuple[int, list[int]]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._seen
+
+    def add(self, key: int, received_ms: int) -> None:
+        minute = received_ms // 60_000
+        if self._by_minute and self._by_minute[-1][0] >= minute:
+            self._by_minute[-1][1].append(key)
+        else:
+            self._by_minute.append((minute, [key]))
+        self._seen.add(key)
+
+    def expire(self, now_ms: int) -> int:
+        horizon = (now_ms - self.window_ms) // 60_000
+        forgotten = 0
+        while self._by_minute and self._by_minute[0][0] < horizon:
+            _, keys = self._by_minute.popleft()
+            self._seen.difference_update(keys)
+            forgotten += len(keys)
+        return forgotten

@@ -1,0 +1,350 @@
+"""The embedded store: one SQLite file in WAL mode, one writer process.
+
+Appends come from a single writer thread (the ingest group committer), so the dedupe
+window lives in memory (see dedupe.py). `serve` holds an exclusive lock file so that a
+second server cannot share the database by accident; the CLI may read and configure
+while a server runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from trackyard.store.base import (
+    DEFAULT_DEDUPE_WINDOW_S,
+    DEFAULT_SEGMENT_ROWS,
+    AppendResult,
+    FailureRecord,
+    LogRecord,
+    Segment,
+    Source,
+    SourceExists,
+    Store,
+    StoredEvent,
+    StoredFailure,
+    StoreUnavailable,
+    check_source_name,
+    segment_table,
+    source_slug,
+)
+from trackyard.store.dedupe import RecentIds, id_hash
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE sources (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        slug TEXT NOT NULL UNIQUE,
+        write_key TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE log_segments (
+        id INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        min_received_ms INTEGER,
+        max_received_ms INTEGER,
+        rows INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        sealed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE ingest_failures (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX ingest_failures_received ON ingest_failures (received_ms);
+    CREATE TABLE consumer_positions (
+        consumer TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    """,
+]
+
+_SEGMENT_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    seq INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL
+)
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteStore(Store):
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        segment_rows: int = DEFAULT_SEGMENT_ROWS,
+        dedupe_window_s: int = DEFAULT_DEDUPE_WINDOW_S,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.segment_rows = segment_rows
+        self.busy_timeout_ms = busy_timeout_ms
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._recent = RecentIds(dedupe_window_s * 1000)
+        self._recent_loaded = False
+
+    # -- connections -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA cache_size = -65536")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (BEGIN IMMEDIATE), rolled back on error."""
+        with self._write_lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path} cannot start a write: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def migrate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            current = row[0] or 0
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    for statement in filter(str.strip, script.split(";")):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+            if conn.execute("SELECT count(*) FROM log_segments").fetchone()[0] == 0:
+                self._open_segment(conn, first_seq=1)
+
+    # -- configuration ---------------------------------------------------------------
+    def create_source(self, name: str, write_key: str) -> Source:
+        check_source_name(name)
+        created = _now_ms()
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO sources (name, slug, write_key, created_ms) VALUES (?, ?, ?, ?)",
+                    (name, source_slug(name), write_key, created),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise SourceExists(f"a source with this name, slug or write key already exists: {name!r}") from exc
+        return Source(int(cursor.lastrowid or 0), name, source_slug(name), write_key, created)
+
+    def list_sources(self) -> list[Source]:
+        rows = self._conn.execute(
+            "SELECT id, name, slug, write_key, created_ms, enabled FROM sources ORDER BY id"
+        ).fetchall()
+        return [Source(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- the log ---------------------------------------------------------------------
+    def append(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord] = ()) -> AppendResult:
+        with self._write_lock:
+            return self._append_locked(records, failures)
+
+    def _append_locked(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord]) -> AppendResult:
+        self._load_recent_ids()
+        fresh: list[tuple[int, LogRecord]] = []
+        batch_keys: set[int] = set()
+        for record in records:
+            key = id_hash(record.source_id, record.message_id)
+            if key in self._recent or key in batch_keys:
+                continue
+            batch_keys.add(key)
+            fresh.append((key, record))
+        try:
+            with self._write() as conn:
+                if fresh:
+                    self._append_rows(conn, [record for _, record in fresh])
+                if failures:
+                    conn.executemany(
+                        "INSERT INTO ingest_failures (source_id, received_ms, code, reason, body) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(f.source_id, f.received_ms, f.code, f.reason, f.body) for f in failures],
+                    )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path} could not commit: {exc}") from exc
+        for key, record in fresh:
+            self._recent.add(key, record.received_ms)
+        return AppendResult(len(fresh), len(records) - len(fresh), len(failures))
+
+    def _append_rows(self, conn: sqlite3.Connection, records: list[LogRecord]) -> None:
+        segment_id, last_seq, rows = conn.execute(
+            "SELECT id, last_seq, rows FROM log_segments ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if rows >= self.segment_rows:
+            conn.execute("UPDATE log_segments SET sealed = 1 WHERE id = ?", (segment_id,))
+            segment_id = self._open_segment(conn, first_seq=last_seq + 1)
+            rows = 0
+        seq = last_seq
+        table = segment_table(segment_id)
+        params = []
+        for record in records:
+            seq += 1
+            params.append((seq, record.source_id, record.received_ms, record.message_id, record.type, record.body))
+        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", params)
+        received = [record.received_ms for record in records]
+        conn.execute(
+            "UPDATE log_segments SET last_seq = ?, rows = rows + ?, "
+            "min_received_ms = min(coalesce(min_received_ms, ?), ?), "
+            "max_received_ms = max(coalesce(max_received_ms, ?), ?) WHERE id = ?",
+            (seq, len(records), min(received), min(received), max(received), max(received), segment_id),
+        )
+
+    def _open_segment(self, conn: sqlite3.Connection, first_seq: int) -> int:
+        cursor = conn.execute(
+            "INSERT INTO log_segments (first_seq, last_seq, created_ms) VALUES (?, ?, ?)",
+            (first_seq, first_seq - 1, _now_ms()),
+        )
+        segment_id = int(cursor.lastrowid or 0)
+        conn.execute(_SEGMENT_DDL.format(table=segment_table(segment_id)))
+        return segment_id
+
+    def _load_recent_ids(self) -> None:
+        """Rebuild the dedupe window from the log's tail (once, before the first append)."""
+        if self._recent_loaded:
+            return
+        horizon = _now_ms() - self._recent.window_ms
+        for segment in self.segments():
+            if segment.max_received_ms is None or segment.max_received_ms < horizon:
+                continue
+            rows = self._conn.execute(
+                f"SELECT source_id, message_id, received_ms FROM {segment.table} "
+                "WHERE received_ms >= ? ORDER BY seq",
+                (horizon,),
+            )
+            for source_id, message_id, received_ms in rows:
+                self._recent.add(id_hash(source_id, message_id), received_ms)
+        self._recent_loaded = True
+
+    def prune_dedupe(self, now_ms: int) -> int:
+        with self._write_lock:
+            return self._recent.expire(now_ms)
+
+    def segments(self) -> list[Segment]:
+        rows = self._conn.execute(
+            "SELECT id, first_seq, last_seq, min_received_ms, max_received_ms, rows, sealed "
+            "FROM log_segments ORDER BY id"
+        ).fetchall()
+        return [Segment(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def head(self) -> int:
+        row = self._conn.execute("SELECT last_seq FROM log_segments ORDER BY id DESC LIMIT 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def read_log(
+        self, after: int = 0, limit: int = 1000, source_id: int | None = None, since_ms: int | None = None
+    ) -> list[StoredEvent]:
+        result: list[StoredEvent] = []
+        for segment in self.segments():
+            if segment.last_seq <= after or len(result) >= limit:
+                continue
+            if since_ms is not None and (segment.max_received_ms or 0) < since_ms:
+                continue
+            sql = f"SELECT seq, source_id, received_ms, body FROM {segment.table} WHERE seq > ?"
+            params: list[int] = [after]
+            if source_id is not None:
+                sql += " AND source_id = ?"
+                params.append(source_id)
+            if since_ms is not None:
+                sql += " AND received_ms >= ?"
+                params.append(since_ms)
+            sql += " ORDER BY seq LIMIT ?"
+            params.append(limit - len(result))
+            rows = self._conn.execute(sql, params).fetchall()
+            result.extend(StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in rows)
+        return result
+
+    def read_failures(
+        self, source_id: int | None = None, since_ms: int | None = None, limit: int = 1000
+    ) -> list[StoredFailure]:
+        sql = "SELECT id, source_id, received_ms, code, reason, body FROM ingest_failures WHERE 1 = 1"
+        params: list[int] = []
+        if source_id is not None:
+            sql += " AND source_id = ?"
+            params.append(source_id)
+        if since_ms is not None:
+            sql += " AND received_ms >= ?"
+            params.append(since_ms)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        rows = self._conn.execute(sql, params).fetchall()
+        return [StoredFailure(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    # -- consumers -------------------------------------------------------------------
+    def get_position(self, consumer: str) -> int | None:
+        row = self._conn.execute(
+            "SELECT position FROM consumer_positions WHERE consumer = ?", (consumer,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def set_position(self, consumer: str, position: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO consumer_positions (consumer, position, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
+                "updated_ms = excluded.updated_ms",
+                (consumer, position, _now_ms()),
+            )
