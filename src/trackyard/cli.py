@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the collection API (and every background role)")
-    serve.add_argument("--data-dir", type=Path, help="data directory (default: $TRACKYARD_DATA_DIR or ./trackyard-data)")
+    serve.add_argument(
+        "--data-dir", type=Path, help="data directory (default: $TRACKYARD_DATA_DIR or ./trackyard-data)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8088)
     serve.set_defaults(handler=cmd_serve)
@@ -95,7 +97,9 @@ def _store(config: Config) -> Iterator[Store]:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    logging.basicConfig(level=os.environ.get("TRACKYARD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("TRACKYARD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     config = _config(args, host=args.host, port=args.port)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with _single_server_lock(config):
@@ -208,7 +212,9 @@ def _print_events(
 def _print_failures(
     store: Store, names: dict[int, str], source_id: int | None, since_ms: int | None, args: argparse.Namespace
 ) -> None:
-    failures = store.read_failures(source_id, since_ms, limit=args.limit if args.limit is not None else 1_000_000)
+    failures = store.read_failures(
+        source_id, since_ms, limit=args.limit if args.limit is not None else 1_000_000
+    )
     for failure in failures:
         record = {
             "source": names.get(failure.source_id),
@@ -220,10 +226,14 @@ def _print_failures(
         if args.json:
             _json_line(orjson.dumps(record))
         else:
-            out.print(f"{record['receivedAt']}  {record['source']}  [red]{failure.code}[/red]  {failure.reason}")
+            out.print(
+                f"{record['receivedAt']}  {record['source']}  [red]{failure.code}[/red]  {failure.reason}"
+            )
 
 
-def _paged(read: Callable[[int, int], list[Any]], seq_of: Callable[[Any], int], limit: int | None) -> Iterator[Any]:
+def _paged(
+    read: Callable[[int, int], list[Any]], seq_of: Callable[[Any], int], limit: int | None
+) -> Iterator[Any]:
     """Read the log page by page so memory stays flat however long it is."""
     after, remaining = 0, limit
     while remaining is None or remaining > 0:

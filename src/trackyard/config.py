@@ -18,7 +18,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _parse_networks(value: str) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
+    )
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,20 @@ ROUTES: dict[str, Route] = {
     "/v1/b": Route("batch", client=True),
     "/v1/m": Route("metrics", client=True),
 }
-_MOBILE_LIBRARIES = ("analytics-kotlin", "analytics-swift", "analytics-ios", "analytics-android", "analytics-react")
+_MOBILE_LIBRARIES = (
+    "analytics-kotlin",
+    "analytics-swift",
+    "analytics-ios",
+    "analytics-android",
+    "analytics-react",
+)
 _SUCCESS = b'{"success":true}'
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -125,7 +133,9 @@ class CollectionAPI:
         if route.kind == "batch":
             items = _batch_items(payload)
             envelope = self._envelope(scope, headers, route, received_ms, payload, items)
-            records, failures = _build(items, envelope, source.id, None, check_sizes=len(body) > MAX_MESSAGE_BYTES)
+            records, failures = _build(
+                items, envelope, source.id, None, check_sizes=len(body) > MAX_MESSAGE_BYTES
+            )
         else:
             envelope = self._envelope(scope, headers, route, received_ms, None, [payload])
             records, failures = _build([payload], envelope, source.id, route.implied_type, check_sizes=False)
@@ -221,8 +231,11 @@ def _build(
         if check_sizes and len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
             failures.append(
                 FailureRecord.of(
-                    source_id, envelope.received_ms, "message_too_large",
-                    f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB", item,
+                    source_id,
+                    envelope.received_ms,
+                    "message_too_large",
+                    f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB",
+                    item,
                 )
             )
             continue

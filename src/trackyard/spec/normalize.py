@@ -97,7 +97,9 @@ def _id_string(value: object, name: str) -> str | None:
         return str(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
-    raise InvalidEvent(f"invalid_{_snake(name)}", f"'{name}' must be a string or number; got {_json_type(value)}")
+    raise InvalidEvent(
+        f"invalid_{_snake(name)}", f"'{name}' must be a string or number; got {_json_type(value)}"
+    )
 
 
 def _merge_envelope(message: dict[str, Any], envelope: Envelope) -> None:
@@ -156,7 +158,9 @@ def _time_field(value: object, name: str) -> int | None:
         return None
     parsed = parse_ms(value)
     if parsed is None:
-        raise InvalidEvent(f"invalid_{_snake(name)}", f"'{name}' must be an ISO-8601 date-time; got {value!r:.60}")
+        raise InvalidEvent(
+            f"invalid_{_snake(name)}", f"'{name}' must be an ISO-8601 date-time; got {value!r:.60}"
+        )
     return parsed
 
 
@@ -164,7 +168,11 @@ def _stamp_context(message: dict[str, Any], envelope: Envelope) -> None:
     context = message.get("context")
     if context is None:
         context = message["context"] = {}
-    if envelope.client_ip and "ip" not in context and (envelope.client_endpoint or context.get("direct") is True):
+    if (
+        envelope.client_ip
+        and "ip" not in context
+        and (envelope.client_endpoint or context.get("direct") is True)
+    ):
         context["ip"] = envelope.client_ip
     message.setdefault("channel", envelope.channel)
 

@@ -178,7 +178,9 @@ class SQLiteStore(Store):
                     (name, source_slug(name), write_key, created),
                 )
         except sqlite3.IntegrityError as exc:
-            raise SourceExists(f"a source with this name, slug or write key already exists: {name!r}") from exc
+            raise SourceExists(
+                f"a source with this name, slug or write key already exists: {name!r}"
+            ) from exc
         return Source(int(cursor.lastrowid or 0), name, source_slug(name), write_key, created)
 
     def list_sources(self) -> list[Source]:
@@ -243,7 +245,9 @@ class SQLiteStore(Store):
         params = []
         for record in records:
             seq += 1
-            params.append((seq, record.source_id, record.received_ms, record.message_id, record.type, record.body))
+            params.append(
+                (seq, record.source_id, record.received_ms, record.message_id, record.type, record.body)
+            )
         conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", params)
         received = [record.received_ms for record in records]
         conn.execute(
