@@ -1,0 +1,1 @@
+"""The destination catalog: the SDK (`base`), the registry, one module per tool."""
