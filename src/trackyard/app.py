@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trackyard.config import Config
+from trackyard.delivery.engine import DeliveryEngine
+from trackyard.delivery.worker import WorkerOptions
 from trackyard.ingest.committer import GroupCommitter
 from trackyard.ingest.http import ROUTES, CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.sources import SourceDirectory
@@ -70,11 +73,22 @@ class Runtime:
     def __post_init__(self) -> None:
         self.sources = SourceDirectory(self.store)
         self.committer = GroupCommitter(self.store)
+        self.delivery = DeliveryEngine(
+            self.store,
+            WorkerOptions(
+                max_age_s=self.config.retry_max_age_s,
+                backoff_base_s=self.config.retry_backoff_base_s,
+                backoff_cap_s=self.config.retry_backoff_cap_s,
+            ),
+        )
 
     async def start(self) -> None:
         await asyncio.to_thread(self.sources.reload)
+        loop = asyncio.get_running_loop()
+        self.committer.listeners.append(lambda: loop.call_soon_threadsafe(self.delivery.notify))
         self.committer.start()
         self._tasks.append(asyncio.create_task(self._maintain()))
+        self._tasks.append(asyncio.create_task(self.delivery.run()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -156,6 +170,8 @@ async def _pages(scope: Scope, receive: Receive, send: Send) -> None:
         status, ctype, body = 200, b"text/html; charset=utf-8", _HOME.encode()
     elif path == "/docs":
         status, ctype, body = 200, b"text/html; charset=utf-8", _api_reference().encode()
+    elif path == "/metrics":
+        status, ctype, body = 200, CONTENT_TYPE_LATEST.encode(), generate_latest()
     elif path == "/health":
         status, ctype, body = 200, b"application/json", orjson.dumps({"status": "ok"})
     else:

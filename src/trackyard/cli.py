@@ -19,8 +19,11 @@ from rich.table import Table
 from trackyard import __version__
 from trackyard.app import ADMIN_TOKEN_SETTING, Runtime, bootstrap, build_app, new_admin_token, new_write_key
 from trackyard.config import Config
-from trackyard.spec import format_ms, parse_ms
+from trackyard.destinations import registry
+from trackyard.destinations.base import SettingsError, parse_settings, redacted, settings_to_json
+from trackyard.spec import format_ms, now_ms, parse_ms
 from trackyard.store import SourceExists, SourceNotFound, Store
+from trackyard.store.delivery import DestinationExists, DestinationNotFound
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.handler(args)
-    except (CommandError, SourceNotFound, SourceExists, ValueError) as exc:
+    except (
+        CommandError,
+        SourceNotFound,
+        SourceExists,
+        DestinationExists,
+        DestinationNotFound,
+        ValueError,
+    ) as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
 
@@ -73,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--failed", action="store_true", help="events that failed validation on ingest")
     events.set_defaults(handler=cmd_events)
 
+    _destination_commands(commands)
+
     admin = commands.add_parser("admin", help="administration").add_subparsers(metavar="ACTION")
     token = admin.add_parser("token", help="print the admin API token")
     token.add_argument("--rotate", action="store_true", help="replace the token with a new one")
@@ -100,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=os.environ.get("TRACKYARD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = _config(args, host=args.host, port=args.port)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with _single_server_lock(config):
@@ -261,6 +274,160 @@ def _event_line(names: dict[int, str]) -> Callable[[Any], None]:
         )
 
     return line
+
+
+# -- destinations ----------------------------------------------------------------------
+def _destination_commands(commands: Any) -> None:
+    parser = commands.add_parser("destination", help="manage destinations").add_subparsers(metavar="ACTION")
+    catalog = parser.add_parser("catalog", help="every installed destination type and its settings")
+    catalog.add_argument("--json", action="store_true")
+    catalog.set_defaults(handler=cmd_destination_catalog)
+    add = parser.add_parser("add", help="add a destination to a source (enabled at once)")
+    add.add_argument("source", help="source name")
+    add.add_argument("type", help="destination type (see `trackyard destination catalog`)")
+    add.add_argument("--name", required=True, help="a name for this destination")
+    add.add_argument(
+        "--setting", action="append", default=[], metavar="KEY=VALUE", help="a setting; repeatable"
+    )
+    add.set_defaults(handler=cmd_destination_add)
+    listing = parser.add_parser("list", help="list destinations")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_destination_list)
+    for action, handler in (("enable", cmd_destination_enable), ("disable", cmd_destination_disable)):
+        sub = parser.add_parser(action, help=f"{action} a destination")
+        sub.add_argument("name")
+        sub.set_defaults(handler=handler)
+    retry = parser.add_parser("retry", help="re-send a destination's dead letters")
+    retry.add_argument("name")
+    retry.set_defaults(handler=cmd_destination_retry)
+    status = parser.add_parser("status", help="delivery counts, lag and last errors of a destination")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_destination_status)
+
+
+def cmd_destination_catalog(args: argparse.Namespace) -> None:
+    entries = [destination.catalog_entry() for destination in registry.catalog().values()]
+    if args.json:
+        for entry in entries:
+            print(orjson.dumps(entry).decode())
+        return
+    table = Table("type", "name", "category", "required settings", "description")
+    for entry in entries:
+        required = ", ".join(s["name"] for s in entry["settings"] if s["required"])
+        table.add_row(entry["slug"], entry["name"], entry["category"], required, entry["description"])
+    out.print(table)
+
+
+def _setting_pairs(pairs: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--setting {pair!r} must look like KEY=VALUE")
+        settings[key.strip()] = value
+    return settings
+
+
+def cmd_destination_add(args: argparse.Namespace) -> None:
+    try:
+        destination = registry.get(args.type)
+    except KeyError as exc:
+        raise CommandError(exc.args[0]) from None
+    try:
+        settings = parse_settings(
+            destination.Settings, _setting_pairs(args.setting), f"destination {args.name!r}"
+        )
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    stored = {key: value for key, value in settings_to_json(settings).items() if value is not None}
+    with _store(_config(args)) as store:
+        source = store.get_source(args.source)
+        config = store.create_destination(source.id, destination.slug, args.name, stored)
+    out.print(f"destination {config.name!r} ({destination.name}) added to source {source.name!r} and enabled")
+
+
+def _destination_json(store: Store, config: Any) -> dict[str, Any]:
+    destination = registry.catalog().get(config.type)
+    settings: Any = config.settings
+    if destination is not None:
+        settings = redacted(parse_settings(destination.Settings, config.settings, config.name))
+    source_names = {source.id: source.name for source in store.list_sources()}
+    return {
+        "name": config.name,
+        "type": config.type,
+        "source": source_names.get(config.source_id),
+        "enabled": config.enabled,
+        "settings": settings,
+        "filters": config.filters,
+    }
+
+
+def cmd_destination_list(args: argparse.Namespace) -> None:
+    with _store(_config(args)) as store:
+        rows = [_destination_json(store, config) for config in store.list_destinations()]
+    if args.json:
+        for row in rows:
+            print(orjson.dumps(row).decode())
+        return
+    table = Table("name", "type", "source", "enabled")
+    for row in rows:
+        table.add_row(row["name"], row["type"], str(row["source"]), "on" if row["enabled"] else "off")
+    out.print(table)
+
+
+def cmd_destination_enable(args: argparse.Namespace) -> None:
+    with _store(_config(args)) as store:
+        store.update_destination(args.name, enabled=True)
+    out.print(f"destination {args.name!r} enabled")
+
+
+def cmd_destination_disable(args: argparse.Namespace) -> None:
+    with _store(_config(args)) as store:
+        store.update_destination(args.name, enabled=False)
+    out.print(f"destination {args.name!r} disabled")
+
+
+def cmd_destination_retry(args: argparse.Namespace) -> None:
+    with _store(_config(args)) as store:
+        config = store.get_destination(args.name)
+        count = store.requeue_dead_letters(config.id)
+    out.print(f"{count} dead letters of {args.name!r} queued for re-sending")
+
+
+def destination_status(store: Store, name: str) -> dict[str, Any]:
+    config = store.get_destination(name)
+    totals = store.delivery_totals(config.id)
+    state = store.worker_state(config.id)
+    fresh = state is not None and now_ms() - state.updated_ms < 10_000
+    position = store.get_position(config.consumer) or 0
+    errors = store.recent_attempts(config.id, limit=5, failed_only=True)
+    return {
+        "delivered": totals.delivered,
+        "retrying": state.retrying if fresh and state else 0,
+        "failed": totals.failed,
+        "filtered": totals.filtered,
+        "lag": max(0, store.head() - position),
+        "dead_letters": store.count_dead_letters(config.id),
+        "last_errors": [
+            {"at": format_ms(a.at_ms), "status": a.status, "reason": a.reason, "response": a.response[:500]}
+            for a in errors
+        ],
+    }
+
+
+def cmd_destination_status(args: argparse.Namespace) -> None:
+    with _store(_config(args)) as store:
+        status = destination_status(store, args.name)
+    if args.json:
+        print(orjson.dumps(status).decode())
+        return
+    out.print(
+        f"{args.name}: delivered {status['delivered']}, retrying {status['retrying']}, failed {status['failed']}, "
+        f"filtered {status['filtered']}, lag {status['lag']}, dead letters {status['dead_letters']}"
+    )
+    for error in status["last_errors"]:
+        out.print(f"  {error['at']}  HTTP {error['status']}  {error['reason']}")
 
 
 # -- admin -----------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class Config:
     segment_rows: int = DEFAULT_SEGMENT_ROWS
     sqlite_synchronous: str = "FULL"
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    retry_max_age_s: float = 4 * 3600
+    retry_backoff_base_s: float = 0.5
+    retry_backoff_cap_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -46,6 +49,9 @@ class Config:
             "segment_rows": int(env.get("TRACKYARD_SEGMENT_ROWS", DEFAULT_SEGMENT_ROWS)),
             "sqlite_synchronous": env.get("TRACKYARD_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
+            "retry_max_age_s": float(env.get("TRACKYARD_RETRY_MAX_AGE_S", 4 * 3600)),
+            "retry_backoff_base_s": float(env.get("TRACKYARD_RETRY_BACKOFF_BASE_S", 0.5)),
+            "retry_backoff_cap_s": float(env.get("TRACKYARD_RETRY_BACKOFF_CAP_S", 300)),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:

@@ -7,6 +7,7 @@ adding a tool is adding one module, with no list to edit.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from functools import cache
 
@@ -14,6 +15,10 @@ from trackyard import destinations
 from trackyard.destinations.base import Destination
 
 _NOT_DESTINATIONS = frozenset({"base", "registry", "common"})
+log = logging.getLogger(__name__)
+
+broken: dict[str, str] = {}
+"""Modules that failed to import, with the error: one broken tool must not take the catalog down."""
 
 
 @cache
@@ -23,7 +28,12 @@ def catalog() -> dict[str, Destination]:
     for module_info in pkgutil.iter_modules(destinations.__path__):
         if module_info.name in _NOT_DESTINATIONS or module_info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{destinations.__name__}.{module_info.name}")
+        try:
+            module = importlib.import_module(f"{destinations.__name__}.{module_info.name}")
+        except Exception as exc:
+            broken[module_info.name] = f"{type(exc).__name__}: {exc}"
+            log.error("destination module %s cannot be imported: %s", module_info.name, exc)
+            continue
         instance = getattr(module, "destination", None)
         if isinstance(instance, Destination):
             found.append(instance)

@@ -12,12 +12,20 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from prometheus_client import Counter
 
 from trackyard.store import AppendResult, FailureRecord, LogRecord, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+RECEIVED = Counter(
+    "trackyard_events_received_total",
+    "Events received by the collection API, by outcome (stored, duplicate, failed on ingest).",
+    ["outcome"],
+)
 
 
 @dataclass(slots=True)
@@ -37,6 +45,7 @@ class GroupCommitter:
         self.max_group_events = max_group_events
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="trackyard-committer", daemon=True)
+        self.listeners: list[Callable[[], None]] = []  # called on the writer thread after each commit
         self.commits = 0
         self.stored = 0
         self.duplicates = 0
@@ -90,8 +99,14 @@ class GroupCommitter:
         self.commits += 1
         self.stored += result.stored
         self.duplicates += result.duplicates
+        RECEIVED.labels("stored").inc(result.stored)
+        RECEIVED.labels("duplicate").inc(result.duplicates)
+        RECEIVED.labels("failed").inc(result.failed)
         for pending in group:
             pending.loop.call_soon_threadsafe(_resolve, pending.future, None)
+        if result.stored:
+            for listener in self.listeners:
+                listener()
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -18,17 +18,14 @@ from typing import Any
 
 import orjson
 
+from trackyard.store.delivery import DeliveryTables
+from trackyard.store.errors import StoreError, StoreUnavailable
+
+__all__ = ["StoreError", "StoreUnavailable"]
+
 DEFAULT_SEGMENT_ROWS = 1_000_000
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
 MAX_FAILURE_BODY = 32 * 1024
-
-
-class StoreError(Exception):
-    """Base class of storage errors callers are expected to handle."""
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot accept writes right now (disk full, database down, lock timeout)."""
 
 
 class SourceExists(StoreError):
@@ -154,10 +151,12 @@ def check_source_name(name: str) -> None:
         )
 
 
-class Store(ABC):
-    """Storage for configuration, the event log and consumer positions.
+class Store(DeliveryTables, ABC):
+    """Storage for configuration, the event log, consumer positions and delivery records.
 
-    Methods are synchronous and thread-safe; async callers run them on threads.
+    Methods are synchronous and thread-safe; async callers run them on threads. The
+    delivery records (DeliveryTables) are portable SQL over two primitives each engine
+    provides: `_transaction()` and `_query()`.
     """
 
     kind: str

@@ -12,8 +12,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from trackyard.store.base import (
     DEFAULT_DEDUPE_WINDOW_S,
@@ -69,6 +70,63 @@ MIGRATIONS: list[str] = [
         position INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
     );
+    """,
+    """
+    CREATE TABLE destinations (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source_id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        filters TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE delivery_attempts (
+        id INTEGER PRIMARY KEY,
+        destination_id INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        verdict TEXT NOT NULL,
+        latency_ms REAL NOT NULL,
+        events INTEGER NOT NULL,
+        message_ids TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        request TEXT NOT NULL,
+        response TEXT NOT NULL
+    );
+    CREATE INDEX delivery_attempts_destination ON delivery_attempts (destination_id, id);
+    CREATE TABLE delivery_minutes (
+        destination_id INTEGER NOT NULL,
+        minute INTEGER NOT NULL,
+        delivered INTEGER NOT NULL,
+        retried INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        filtered INTEGER NOT NULL,
+        PRIMARY KEY (destination_id, minute)
+    );
+    CREATE TABLE delivery_workers (
+        destination_id INTEGER PRIMARY KEY,
+        retrying INTEGER NOT NULL,
+        in_flight INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        destination_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        body TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        response TEXT NOT NULL,
+        failed_ms INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_destination ON dead_letters (destination_id, state, id);
     """,
 ]
 
@@ -145,6 +203,12 @@ class SQLiteStore(Store):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._write()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._connections_lock:

@@ -1,0 +1,419 @@
+"""One destination's consumer of the log: route, translate, batch, send, retry, record.
+
+Position and crashes: the worker reads the log ahead of its committed position and keeps
+every read event *pending* until each of its payloads is settled (delivered, given up
+into the dead letters, or filtered). The committed position is the seq just before the
+oldest pending event, saved every POSITION_SAVE_S. After a crash, delivery resumes from
+there, so only events in flight or settled in the last save interval can be delivered
+twice (at-least-once); their dedupe ids (messageId-derived) let the tools drop the copies.
+
+Retries: a request that gets a retryable answer is retried in place with exponential
+backoff and full jitter, honouring Retry-After, until its oldest event is older than
+`max_age` (4 h); the log is the retry buffer. While some requests retry, the others
+keep flowing, up to a bounded window of pending events; a failing destination therefore
+slows only itself. Permanent failures (other 4xx) go to the dead letters at once, with
+the request sent and the response received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from trackyard.delivery.batching import cut_batches
+from trackyard.delivery.metrics import CONSUMER_LAG, DELIVERY_EVENTS, END_TO_END_LATENCY, REQUEST_LATENCY
+from trackyard.delivery.ratelimit import TokenBucket
+from trackyard.delivery.recorder import Recorder
+from trackyard.destinations.base import (
+    Destination,
+    DestinationSettings,
+    Outcome,
+    Payload,
+    Request,
+    Response,
+    Skip,
+    Verdict,
+    secret_values,
+)
+from trackyard.pipeline import EventFilter, route
+from trackyard.store import Store, StoredEvent
+from trackyard.store.delivery import Attempt, DeadLetter, DestinationConfig
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 2000
+MAX_PENDING_EVENTS = 20_000
+EXCERPT_BYTES = 2048
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 300.0
+POSITION_SAVE_S = 0.2
+RETRY_AFTER_CAP_S = 600.0  # a tool may ask for a pause; not for an unbounded one
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """Where a payload came from: a log event, or a dead letter being re-sent."""
+
+    seq: int
+    message_id: str
+    origin_ms: int  # receivedAt, or the start of a re-send; max_age counts from here
+    dead_letter_id: int = 0
+
+
+@dataclass(slots=True)
+class Item:
+    tag: Tag
+    endpoint: str
+    body: Any
+
+
+@dataclass
+class WorkerOptions:
+    max_age_s: float = 4 * 3600
+    backoff_base_s: float = BACKOFF_BASE_S
+    backoff_cap_s: float = BACKOFF_CAP_S
+
+
+@dataclass
+class _Pending:
+    payloads: int
+
+
+@dataclass
+class DestinationWorker:
+    store: Store
+    config: DestinationConfig
+    destination: Destination[Any]
+    settings: DestinationSettings
+    recorder: Recorder
+    options: WorkerOptions = field(default_factory=WorkerOptions)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.filters = EventFilter.from_json(self.config.filters)
+        self.policy = self.destination.batching_policy(self.settings)
+        rate = self.settings.rate_limit or self.destination.default_rate_limit
+        self.bucket = TokenBucket(rate)
+        self.slots = asyncio.Semaphore(max(1, self.settings.concurrency))
+        self.secrets = [s for s in secret_values(self.settings) if len(s) >= 4]
+        self.pending: dict[int, _Pending] = {}
+        self.read_upto = 0
+        self.saved_position = -1
+        self.retrying = 0
+        self.in_flight = 0
+        self._room = asyncio.Event()
+        self._buffer: list[Item] = []
+        self._buffer_since = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.label = self.config.name
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        await asyncio.to_thread(self.store.release_dead_letters, self.config.id)
+        position = await asyncio.to_thread(self.store.get_position, self.config.consumer)
+        if position is None:
+            position = await asyncio.to_thread(self.store.head)
+        self.read_upto = self.saved_position = position
+        limits = httpx.Limits(
+            max_connections=self.settings.concurrency, max_keepalive_connections=self.settings.concurrency
+        )
+        async with httpx.AsyncClient(timeout=self.settings.timeout, limits=limits) as self.client:
+            background = [
+                asyncio.create_task(self._save_position_loop()),
+                asyncio.create_task(self._resend_dead_letters_loop()),
+            ]
+            try:
+                await self._read_loop()
+            finally:
+                for task in (*background, *self._tasks):
+                    task.cancel()
+                await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+                await asyncio.shield(asyncio.to_thread(self._save_position))
+
+    # -- reading and batching -------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while True:
+            while len(self.pending) >= MAX_PENDING_EVENTS:
+                self._room.clear()
+                await self._room.wait()
+            self.wake.clear()
+            page = await asyncio.to_thread(
+                self.store.read_log, self.read_upto, PAGE_SIZE, self.config.source_id
+            )
+            if page:
+                self._take(page)
+            elif self.read_upto < (head := await asyncio.to_thread(self.store.head)):
+                self.read_upto = head  # only other sources' events lie between: nothing pending for us
+            await self._flush(force=False)
+            if len(page) < PAGE_SIZE:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Wait for new events, or for the oldest buffered payload to reach max_wait."""
+        timeout = 0.5
+        if self._buffer:
+            timeout = max(0.0, self._buffer_since + self.policy.max_wait - time.monotonic())
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            await self._flush(force=True)
+
+    def _take(self, page: Sequence[StoredEvent]) -> None:
+        for stored in page:
+            self.read_upto = stored.seq
+            event = orjson.loads(stored.body)
+            tag = Tag(stored.seq, event.get("messageId", ""), stored.received_ms)
+            payloads = self._payloads(event)
+            if not payloads:
+                continue
+            self.pending[stored.seq] = _Pending(len(payloads))
+            if not self._buffer:
+                self._buffer_since = time.monotonic()
+            self._buffer.extend(Item(tag, payload.endpoint, payload.body) for payload in payloads)
+
+    def _payloads(self, event: dict[str, Any]) -> list[Payload]:
+        reason = route(event, self.destination.name, opt_in=self.destination.opt_in, filters=self.filters)
+        if reason is None:
+            try:
+                return self.destination.translate(event, self.settings)  # type: ignore[arg-type]
+            except Skip as skip:
+                reason = str(skip)
+            except Exception as exc:  # a translation bug must not stop the destination
+                log.exception("%s: translation failed for %s", self.label, event.get("messageId"))
+                reason = f"translation error: {exc}"
+        self.recorder.count(self.config.id, "filtered")
+        DELIVERY_EVENTS.labels(self.label, "filtered").inc()
+        return []
+
+    async def _flush(self, *, force: bool) -> None:
+        if not self._buffer:
+            return
+        runs = cut_batches([(item, Payload(item.endpoint, item.body)) for item in self._buffer], self.policy)
+        keep: list[Item] = []
+        waited = time.monotonic() - self._buffer_since >= self.policy.max_wait
+        for _endpoint, run in runs:
+            items = [item for item, _ in run]
+            if force or waited or len(items) >= self.policy.max_events:
+                await self._dispatch(items)
+            else:
+                keep.extend(items)
+        self._buffer = keep
+        self._buffer_since = time.monotonic() if keep else 0.0
+
+    async def _dispatch(self, items: list[Item]) -> None:
+        await self.slots.acquire()
+        self.in_flight += 1
+        task = asyncio.create_task(self._deliver(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.in_flight -= 1
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: delivery task failed", self.label, exc_info=task.exception())
+
+    # -- sending --------------------------------------------------------------------------
+    async def _deliver(self, items: list[Item]) -> None:
+        attempt = 0
+        while items:
+            request = self.destination.request(
+                items[0].endpoint, [item.body for item in items], self.settings
+            )  # type: ignore[arg-type]
+            outcomes, response = await self._send(request, items)
+            retry: list[Item] = []
+            retry_after: float | None = None
+            for item, outcome in zip(items, outcomes, strict=True):
+                if outcome.verdict is Verdict.DELIVERED:
+                    self._settle(item, "delivered")
+                elif outcome.verdict is Verdict.GIVE_UP or self._too_old(item):
+                    reason = (
+                        outcome.reason
+                        if outcome.verdict is Verdict.GIVE_UP
+                        else f"gave up after {self.options.max_age_s:.0f} s: {outcome.reason}"
+                    )
+                    await self._bury(item, reason, request, response)
+                    self._settle(item, "failed")
+                else:
+                    retry.append(item)
+                    retry_after = max(retry_after or 0.0, outcome.retry_after or 0.0) or None
+            if not retry:
+                return
+            self.recorder.count(self.config.id, "retried", len(retry))
+            DELIVERY_EVENTS.labels(self.label, "retried").inc(len(retry))
+            items = retry
+            self.retrying += len(items)
+            try:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+            finally:
+                self.retrying -= len(items)
+            attempt += 1
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP_S)
+        ceiling = min(self.options.backoff_cap_s, self.options.backoff_base_s * 2**attempt)
+        return random.uniform(0, ceiling)
+
+    def _too_old(self, item: Item) -> bool:
+        return time.time() * 1000 - item.tag.origin_ms > self.options.max_age_s * 1000
+
+    async def _send(self, request: Request, items: list[Item]) -> tuple[list[Outcome], Response | None]:
+        await self.bucket.acquire()
+        started = time.perf_counter()
+        response: Response | None = None
+        try:
+            reply = await self.client.request(
+                request.method, request.url, headers=list(request.headers), content=request.body
+            )
+            response = Response(
+                reply.status_code, {k.lower(): v for k, v in reply.headers.items()}, reply.content
+            )
+            classified = self.destination.classify(response, request, len(items))
+            outcomes = classified if isinstance(classified, list) else [classified] * len(items)
+            if len(outcomes) != len(items):
+                outcomes = [
+                    Outcome.retry(
+                        f"{self.destination.name} classified {len(outcomes)} of {len(items)} payloads"
+                    )
+                ] * len(items)
+        except httpx.TimeoutException as exc:
+            outcomes = [
+                Outcome.retry(f"timeout after {self.settings.timeout} s: {type(exc).__name__}")
+            ] * len(items)
+        except httpx.TransportError as exc:
+            outcomes = [Outcome.retry(f"connection error: {type(exc).__name__}: {exc}")] * len(items)
+        latency = time.perf_counter() - started
+        REQUEST_LATENCY.labels(self.label).observe(latency)
+        self._record_attempt(request, response, outcomes, items, latency)
+        return outcomes, response
+
+    def _record_attempt(
+        self,
+        request: Request,
+        response: Response | None,
+        outcomes: list[Outcome],
+        items: list[Item],
+        latency: float,
+    ) -> None:
+        verdicts = {o.verdict for o in outcomes}
+        verdict = (
+            Verdict.DELIVERED
+            if verdicts == {Verdict.DELIVERED}
+            else (Verdict.GIVE_UP if Verdict.GIVE_UP in verdicts else Verdict.RETRY)
+        )
+        failed = verdict is not Verdict.DELIVERED
+        reason = next((o.reason for o in outcomes if o.verdict is not Verdict.DELIVERED), outcomes[0].reason)
+        self.recorder.attempt(
+            Attempt(
+                destination_id=self.config.id,
+                at_ms=int(time.time() * 1000),
+                status=response.status if response else 0,
+                verdict=str(verdict),
+                latency_ms=round(latency * 1000, 2),
+                events=len(items),
+                message_ids=[item.tag.message_id for item in items[:20]],
+                reason=self._redact(reason)[:500],
+                request=self._request_excerpt(request) if failed else "",
+                response=self._redact(response.text[:EXCERPT_BYTES]) if response else "",
+            )
+        )
+
+    def _settle(self, item: Item, outcome: str) -> None:
+        self.recorder.count(self.config.id, outcome)
+        DELIVERY_EVENTS.labels(self.label, outcome).inc()
+        if outcome == "delivered":
+            END_TO_END_LATENCY.labels(self.label).observe(max(0.0, time.time() - item.tag.origin_ms / 1000))
+        if item.tag.dead_letter_id:
+            self.recorder.dead_letter_settled(item.tag.dead_letter_id, outcome == "delivered")
+            return
+        pending = self.pending.get(item.tag.seq)
+        if pending is None:
+            return
+        pending.payloads -= 1
+        if pending.payloads <= 0:
+            del self.pending[item.tag.seq]
+            if len(self.pending) < MAX_PENDING_EVENTS:
+                self._room.set()
+
+    async def _bury(self, item: Item, reason: str, request: Request, response: Response | None) -> None:
+        letter = DeadLetter(
+            destination_id=self.config.id,
+            seq=item.tag.seq,
+            message_id=item.tag.message_id,
+            endpoint=item.endpoint,
+            body=item.body,
+            reason=self._redact(reason)[:1000],
+            status=response.status if response else 0,
+            request=self._request_excerpt(request),
+            response=self._redact(response.text[:EXCERPT_BYTES]) if response else "",
+            failed_ms=int(time.time() * 1000),
+            id=item.tag.dead_letter_id,
+        )
+        if item.tag.dead_letter_id:
+            self.recorder.dead_letter_failed(letter)
+        else:
+            # written before the position may pass the event: a crash cannot lose it
+            await asyncio.to_thread(self.store.add_dead_letters, [letter])
+
+    def _request_excerpt(self, request: Request) -> str:
+        headers = "\n".join(
+            f"{name}: {'[redacted]' if name.lower() in ('authorization', 'x-api-key', 'api-key') else value}"
+            for name, value in request.headers
+        )
+        body = request.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+        return self._redact(f"{request.method} {request.url}\n{headers}\n\n{body}")
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    # -- position and dead letters ----------------------------------------------------------
+    def position(self) -> int:
+        """Every event up to here is settled; buffered events are pending too."""
+        return min(self.pending) - 1 if self.pending else self.read_upto
+
+    def _save_position(self) -> None:
+        position = self.position()
+        if position != self.saved_position:
+            self.store.set_position(self.config.consumer, position)
+            self.saved_position = position
+
+    async def _save_position_loop(self) -> None:
+        while True:
+            await asyncio.sleep(POSITION_SAVE_S)
+            try:
+                await asyncio.to_thread(self._save_position)
+                head = await asyncio.to_thread(self.store.head)
+                CONSUMER_LAG.labels(self.label).set(max(0, head - self.saved_position))
+                self.recorder.state(self.config.id, self.retrying, self.in_flight)
+            except Exception:
+                log.exception("%s: could not save the position; retrying", self.label)
+
+    async def _resend_dead_letters_loop(self) -> None:
+        """Send dead letters that `trackyard destination retry` queued again."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                letters = await asyncio.to_thread(self.store.take_queued_dead_letters, self.config.id, 1000)
+            except Exception:
+                log.exception("%s: could not read queued dead letters", self.label)
+                continue
+            if not letters:
+                continue
+            now = int(time.time() * 1000)
+            items = [Item(Tag(d.seq, d.message_id, now, d.id), d.endpoint, d.body) for d in letters]
+            for _endpoint, run in cut_batches(
+                [(item, Payload(item.endpoint, item.body)) for item in items], self.policy
+            ):
+                await self._dispatch([item for item, _ in run])
