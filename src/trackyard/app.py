@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,44 +18,9 @@ from trackyard.ingest.committer import GroupCommitter
 from trackyard.ingest.http import ROUTES, CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.sources import SourceDirectory
 from trackyard.spec import now_ms
-from trackyard.store import Source, Store
+from trackyard.store import Store
 
 log = logging.getLogger(__name__)
-
-ADMIN_TOKEN_SETTING = "admin_token"
-_KEY_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_write_key() -> str:
-    """32 letters and digits, the shape of a Segment write key."""
-    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(32))
-
-
-def new_admin_token() -> str:
-    return "tya_" + secrets.token_urlsafe(32)
-
-
-@dataclass
-class FirstStart:
-    """What a brand-new installation created, to be printed once."""
-
-    source: Source | None = None
-    admin_token: str | None = None
-
-    @property
-    def happened(self) -> bool:
-        return self.source is not None or self.admin_token is not None
-
-
-def bootstrap(store: Store) -> FirstStart:
-    """Create the `default` source and the admin token if this store has none."""
-    created = FirstStart()
-    if not store.list_sources():
-        created.source = store.create_source("default", new_write_key())
-    if store.get_setting(ADMIN_TOKEN_SETTING) is None:
-        created.admin_token = new_admin_token()
-        store.set_setting(ADMIN_TOKEN_SETTING, created.admin_token)
-    return created
 
 
 @dataclass

@@ -248,3 +248,15 @@ def test_invalid_settings_are_refused_with_the_setting_named(server, setting):
     assert result.returncode == 2
     name = setting.split("=")[0]
     assert name in result.stderr
+
+
+def test_delivery_on_postgres_with_a_retry_and_a_dead_letter(make_server, pg_url):
+    server = make_server(database_url=pg_url, **FAST_RETRIES).start()
+    bad = (400, {"Content-Type": "application/json"}, b'{"error":"no"}')
+    with FakeVendor(Script((500, {}, b"boom"), bad)) as vendor:
+        add_webhook(server, "hook", vendor.url)
+        events = tracks(5)
+        send(server, events)
+        wait_until(lambda: status(server, "hook")["delivered"] == 4)
+        wait_until(lambda: status(server, "hook")["dead_letters"] == 1)
+        assert set(delivered_ids(vendor)) == {e["messageId"] for e in events}

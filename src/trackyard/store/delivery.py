@@ -117,11 +117,11 @@ def _now_ms() -> int:
 class DeliveryTables:
     """Mixin of the store engines: everything the delivery engine keeps."""
 
-    def _transaction(self) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep delivery records yet")
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Cursor]: ...
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep delivery records yet")
+    @abstractmethod
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
     def set_position(self, consumer: str, position: int) -> None: ...

@@ -1,0 +1,1 @@
+"""Administration: the service layer behind the CLI, the JSON API and the web UI."""
