@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import time
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -371,23 +372,24 @@ class Outcome:
 
 
 RETRYABLE_STATUSES = frozenset({408, 423, 429})
+EPOCH_THRESHOLD_S = 1_000_000_000
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `Retry-After` (delta or HTTP date) or `X-RateLimit-Reset` (delta seconds)."""
+    """Seconds from `Retry-After` (delta or HTTP date) or `X-RateLimit-Reset` (delta or epoch seconds)."""
     value = headers.get("retry-after") or headers.get("x-ratelimit-reset")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        import time
-
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    if seconds > EPOCH_THRESHOLD_S:  # some tools (Braze) send the reset moment as epoch seconds
+        seconds -= time.time()
+    return max(0.0, seconds)
 
 
 def classify_status(response: Response) -> Outcome:
