@@ -117,11 +117,9 @@ class DestinationWorker:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
+        """Deliver until cancelled, or until `_next_page` says the input is exhausted."""
         await asyncio.to_thread(self.store.release_dead_letters, self.config.id)
-        position = await asyncio.to_thread(self.store.get_position, self.config.consumer)
-        if position is None:
-            position = await asyncio.to_thread(self.store.head)
-        self.read_upto = self.saved_position = position
+        self.read_upto = self.saved_position = await self._start_position()
         limits = httpx.Limits(
             max_connections=self.settings.concurrency, max_keepalive_connections=self.settings.concurrency
         )
@@ -138,6 +136,29 @@ class DestinationWorker:
                 await asyncio.gather(*background, *self._tasks, return_exceptions=True)
                 await asyncio.shield(asyncio.to_thread(self._save_position))
 
+    # -- the input: overridden by replays, which read a range of history instead -----------
+    async def _start_position(self) -> int:
+        position = await asyncio.to_thread(self.store.get_position, self.config.consumer)
+        return position if position is not None else await asyncio.to_thread(self.store.head)
+
+    async def _next_page(self) -> list[StoredEvent] | None:
+        """The next events after `read_upto`; an empty list means none yet, None means no more ever."""
+        page = await asyncio.to_thread(self.store.read_log, self.read_upto, PAGE_SIZE, self.config.source_id)
+        if not page and self.read_upto < (head := await asyncio.to_thread(self.store.head)):
+            self.read_upto = head  # only other sources' events lie between: nothing pending for us
+        return page
+
+    def _prepare(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event as this worker routes it (a replay narrows its integrations)."""
+        return event
+
+    def _origin_ms(self, stored: StoredEvent) -> int:
+        """Where an event's retry budget starts: its receipt, for live delivery."""
+        return stored.received_ms
+
+    def _persist_position(self, position: int) -> None:
+        self.store.set_position(self.config.consumer, position)
+
     # -- reading and batching -------------------------------------------------------------
     async def _read_loop(self) -> None:
         while True:
@@ -145,16 +166,21 @@ class DestinationWorker:
                 self._room.clear()
                 await self._room.wait()
             self.wake.clear()
-            page = await asyncio.to_thread(
-                self.store.read_log, self.read_upto, PAGE_SIZE, self.config.source_id
-            )
+            page = await self._next_page()
+            if page is None:
+                await self._drain()
+                return
             if page:
                 self._take(page)
-            elif self.read_upto < (head := await asyncio.to_thread(self.store.head)):
-                self.read_upto = head  # only other sources' events lie between: nothing pending for us
             await self._flush(force=False)
             if len(page) < PAGE_SIZE:
                 await self._idle()
+
+    async def _drain(self) -> None:
+        """Send what is buffered and wait for every request to settle."""
+        await self._flush(force=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _idle(self) -> None:
         """Wait for new events, or for the oldest buffered payload to reach max_wait."""
@@ -169,8 +195,8 @@ class DestinationWorker:
     def _take(self, page: Sequence[StoredEvent]) -> None:
         for stored in page:
             self.read_upto = stored.seq
-            event = orjson.loads(stored.body)
-            tag = Tag(stored.seq, event.get("messageId", ""), stored.received_ms)
+            event = self._prepare(orjson.loads(stored.body))
+            tag = Tag(stored.seq, event.get("messageId", ""), self._origin_ms(stored))
             payloads = self._payloads(event)
             if not payloads:
                 continue
@@ -386,7 +412,7 @@ class DestinationWorker:
     def _save_position(self) -> None:
         position = self.position()
         if position != self.saved_position:
-            self.store.set_position(self.config.consumer, position)
+            self._persist_position(position)
             self.saved_position = position
 
     async def _save_position_loop(self) -> None:
