@@ -33,6 +33,7 @@ class Config:
     dedupe_window_s: int = DEFAULT_DEDUPE_WINDOW_S
     segment_rows: int = DEFAULT_SEGMENT_ROWS
     sqlite_synchronous: str = "FULL"
+    sqlite_busy_timeout_ms: int = 5000
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     retry_max_age_s: float = 4 * 3600
     retry_backoff_base_s: float = 0.5
@@ -48,6 +49,7 @@ class Config:
             "dedupe_window_s": int(env.get("TRACKYARD_DEDUPE_WINDOW_S", DEFAULT_DEDUPE_WINDOW_S)),
             "segment_rows": int(env.get("TRACKYARD_SEGMENT_ROWS", DEFAULT_SEGMENT_ROWS)),
             "sqlite_synchronous": env.get("TRACKYARD_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "sqlite_busy_timeout_ms": int(env.get("TRACKYARD_SQLITE_BUSY_TIMEOUT_MS", 5000)),
             "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
             "retry_max_age_s": float(env.get("TRACKYARD_RETRY_MAX_AGE_S", 4 * 3600)),
             "retry_backoff_base_s": float(env.get("TRACKYARD_RETRY_BACKOFF_BASE_S", 0.5)),
@@ -69,6 +71,7 @@ class Config:
         }
         if not self.uses_postgres:
             options["synchronous"] = self.sqlite_synchronous
+            options["busy_timeout_ms"] = self.sqlite_busy_timeout_ms
         store = open_store(self.database_url, self.data_dir, **options)
         store.migrate()
         return store

@@ -31,7 +31,6 @@ from trackyard.store import (
     StoredEvent,
     StoreUnavailable,
 )
-from trackyard.store.base import MAX_FAILURE_BODY
 from trackyard.store.postgres import PostgresStore
 
 HOUR_MS = 3_600_000
@@ -178,8 +177,10 @@ def test_failures_are_stored_with_their_reason_and_filtered(store: Store):
     web = store.create_source("web", "key-web")
     ios = store.create_source("ios", "key-ios")
     now = now_ms()
-    # 32 KiB of 3-byte characters: the truncated body ends inside a UTF-8 sequence.
-    huge = FailureRecord.of(web.id, now, "too_large", "message over 32 KiB", {"text": "✓" * 20_000})
+    # over 32 KiB: kept as a summary of its short fields, still valid JSON
+    huge = FailureRecord.of(
+        web.id, now, "too_large", "message over 32 KiB", {"type": "track", "userId": "ü", "text": "✓" * 20_000}
+    )
     failures = [
         FailureRecord.of(web.id, now - HOUR_MS, "invalid_type", "unknown type 'tracks'", {"type": "tracks"}),
         FailureRecord.of(ios.id, now, "missing_user", "userId or anonymousId is required", {"type": "track"}),
@@ -191,7 +192,7 @@ def test_failures_are_stored_with_their_reason_and_filtered(store: Store):
     assert [(f.source_id, f.code, f.reason, f.body) for f in stored] == [
         (f.source_id, f.code, f.reason, f.body) for f in failures
     ]
-    assert len(stored[2].body) == MAX_FAILURE_BODY
+    assert orjson.loads(stored[2].body) == {"type": "track", "userId": "ü", "_truncated": True}
     assert [f.code for f in store.read_failures(source_id=web.id)] == ["invalid_type", "too_large"]
     assert [f.code for f in store.read_failures(since_ms=now)] == ["missing_user", "too_large"]
     assert [f.code for f in store.read_failures(source_id=web.id, since_ms=now)] == ["too_large"]

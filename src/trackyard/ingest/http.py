@@ -228,25 +228,37 @@ def _build(
     records: list[LogRecord] = []
     failures: list[FailureRecord] = []
     for item in items:
-        if check_sizes and len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
+        try:
+            if check_sizes and len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
+                failures.append(
+                    FailureRecord.of(
+                        source_id,
+                        envelope.received_ms,
+                        "message_too_large",
+                        f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB",
+                        item,
+                    )
+                )
+                continue
+            event = normalise(item, envelope, implied_type)
+            body = orjson.dumps(event)
+        except InvalidEvent as exc:
+            failures.append(FailureRecord.of(source_id, envelope.received_ms, exc.code, exc.message, item))
+            continue
+        except orjson.JSONEncodeError:
+            # orjson parses 1,024 levels of nesting but serialises only ~254: without this
+            # an event nested 255–1,023 levels deep made the whole request a 500.
             failures.append(
                 FailureRecord.of(
                     source_id,
                     envelope.received_ms,
-                    "message_too_large",
-                    f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB",
+                    "nesting_too_deep",
+                    "event nests arrays or objects too deeply (at most about 250 levels)",
                     item,
                 )
             )
             continue
-        try:
-            event = normalise(item, envelope, implied_type)
-        except InvalidEvent as exc:
-            failures.append(FailureRecord.of(source_id, envelope.received_ms, exc.code, exc.message, item))
-            continue
-        records.append(
-            LogRecord(source_id, event["messageId"], envelope.received_ms, event["type"], orjson.dumps(event))
-        )
+        records.append(LogRecord(source_id, event["messageId"], envelope.received_ms, event["type"], body))
     return records, failures
 
 
@@ -275,6 +287,8 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         raise RequestError(400, "invalid_gzip", f"the body is not valid gzip: {exc}") from exc
     if len(data) > limit or decompressor.unconsumed_tail:
         raise RequestError(400, "request_too_large", _too_large(limit) + " once decompressed")
+    if not decompressor.eof:
+        raise RequestError(400, "invalid_gzip", "the gzip body is truncated")
     return data
 
 

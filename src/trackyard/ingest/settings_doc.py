@@ -3,7 +3,7 @@
 `integrations["Segment.io"]` must be present and carry `apiHost`: analytics-next ignores a
 load-time apiHost override when the key is missing, and analytics-kotlin resets apiHost to
 api.segment.io when it is absent (segment-contract.md §3.1, §3.2). Metrics point back here,
-so SDK telemetry never leaks to Segment.
+so SDK telemetry never leaks to Segment; on plain http they are switched off (see below).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def settings_document(write_key: str, api_host: str, protocol: str) -> dict[str,
         },
         "middlewareSettings": {},
         "enabledMiddleware": {},
-        "metrics": {"sampleRate": 0.1, "host": api_host, "flushTimer": 30000},
+        # analytics-next sends metrics over https unless the page's own load options say
+        # otherwise, so on a plain-http server they would fail in every browser console.
+        "metrics": {"sampleRate": 0.1 if protocol == "https" else 0, "host": api_host, "flushTimer": 30000},
         "legacyVideoPluginsEnabled": False,
         "remotePlugins": [],
         "edgeFunction": {},

@@ -52,7 +52,7 @@ def normalise(message: object, envelope: Envelope, implied_type: str | None = No
     if not isinstance(message, dict):
         raise InvalidEvent("invalid_event", "each event must be a JSON object")
     call_type = implied_type or message.get("type")
-    if call_type not in CALL_TYPES:
+    if not isinstance(call_type, str) or call_type not in CALL_TYPES:  # a list or object is unhashable
         raise InvalidEvent(
             "invalid_type", f"'type' must be one of {', '.join(sorted(CALL_TYPES))}; got {call_type!r}"
         )
@@ -129,7 +129,7 @@ def _stamp_times(message: dict[str, Any], envelope: Envelope) -> None:
     timestamp = receivedAt − (sentAt − originalTimestamp); without sentAt it is the
     client's timestamp, and without any client time it is receivedAt.
     """
-    original = message.pop("timestamp", None)
+    original = message.get("timestamp")
     if original is None:
         original = message.get("originalTimestamp")
     original_ms = _time_field(original, "timestamp")
@@ -137,6 +137,8 @@ def _stamp_times(message: dict[str, Any], envelope: Envelope) -> None:
     if sent is None:
         sent = envelope.sent_at
     sent_ms = _time_field(sent, "sentAt")
+    # Only now that both parsed: a failed event must keep the `timestamp` its reason names.
+    message.pop("timestamp", None)
     message["receivedAt"] = envelope.received_at
     if sent_ms is not None:
         message["sentAt"] = format_ms(sent_ms)

@@ -9,7 +9,7 @@ reduced to integer milliseconds since the epoch; stored events carry one canonic
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 _LOOSE = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})[Tt ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?"
@@ -42,16 +42,26 @@ def _parse_loose(value: str) -> datetime | None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     micros = int((fraction or "0")[:6].ljust(6, "0"))
-    try:
-        parsed = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros)
-    except ValueError:
-        return None
+    offset = timedelta(0)
     if zone and zone not in "Zz":
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
-        offset_minutes = int(digits[:2]) * 60 + int(digits[2:4] or 0)
-        return parsed.replace(tzinfo=UTC) - timedelta(minutes=sign * offset_minutes)
-    return parsed.replace(tzinfo=UTC)
+        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+    # The offset stays in the tzinfo (as with fromisoformat) rather than being subtracted here:
+    # shifting 0001-01-01 or 9999-12-31 by it would overflow datetime (OverflowError, a 500).
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            micros,
+            tzinfo=timezone(offset),
+        )
+    except ValueError:  # an impossible date, or an offset of 24 h or more
+        return None
 
 
 _prefix_cache: dict[int, str] = {}

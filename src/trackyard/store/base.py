@@ -79,11 +79,29 @@ class FailureRecord:
 
     @classmethod
     def of(cls, source_id: int, received_ms: int, code: str, reason: str, item: object) -> FailureRecord:
+        """Keep the failed event whole when it fits, else a summary: always valid JSON."""
         try:
             body = orjson.dumps(item)
-        except TypeError:
-            body = orjson.dumps(repr(item))
-        return cls(source_id, received_ms, code, reason, body[:MAX_FAILURE_BODY])
+        except (TypeError, orjson.JSONEncodeError):  # e.g. nested deeper than orjson writes
+            body = b""
+        if not body or len(body) > MAX_FAILURE_BODY:
+            body = orjson.dumps({**_summary(item), "_truncated": True})
+        return cls(source_id, received_ms, code, reason, body)
+
+
+def _summary(item: object) -> dict[str, Any]:
+    """The short top-level fields (type, ids, event name) of an event too big or deep to keep."""
+    if not isinstance(item, dict):
+        return {}
+    summary: dict[str, Any] = {}
+    for key, value in item.items():
+        if len(summary) >= 20:
+            break
+        short = value is None or isinstance(value, bool | int | float)
+        short = short or (isinstance(value, str) and len(value) <= 128)
+        if short and isinstance(key, str) and len(key) <= 64:
+            summary[key] = value
+    return summary
 
 
 @dataclass(frozen=True, slots=True)
