@@ -25,6 +25,8 @@ def cut_batches(
     payloads: Sequence[tuple[T, Payload]], policy: Batching
 ) -> list[tuple[str, list[tuple[T, Any]]]]:
     """Group payloads by endpoint, keeping log order, into runs within max_events and max_bytes."""
+    if policy.max_events == 1:  # one payload per request: no need to measure sizes
+        return [(payload.endpoint, [(tag, payload.body)]) for tag, payload in payloads]
     open_runs: dict[str, tuple[list[tuple[T, Any]], int]] = {}
     done: list[tuple[str, list[tuple[T, Any]]]] = []
     for tag, payload in payloads:

@@ -23,12 +23,13 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
 
 from trackyard.delivery.batching import cut_batches
+from trackyard.delivery.http import HTTPPool
 from trackyard.delivery.metrics import CONSUMER_LAG, DELIVERY_EVENTS, END_TO_END_LATENCY, REQUEST_LATENCY
 from trackyard.delivery.ratelimit import TokenBucket
 from trackyard.delivery.recorder import Recorder
@@ -96,6 +97,8 @@ class DestinationWorker:
     recorder: Recorder
     options: WorkerOptions = field(default_factory=WorkerOptions)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # False for a replay: the live worker of the destination owns re-sending its dead letters.
+    resends_dead_letters: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.filters = EventFilter.from_json(self.config.filters)
@@ -114,20 +117,23 @@ class DestinationWorker:
         self._buffer_since = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self.label = self.config.name
+        self._counters = {
+            outcome: DELIVERY_EVENTS.labels(self.label, outcome)
+            for outcome in ("delivered", "retried", "failed", "filtered")
+        }
+        self._request_latency = REQUEST_LATENCY.labels(self.label)
+        self._end_to_end = END_TO_END_LATENCY.labels(self.label)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
         """Deliver until cancelled, or until `_next_page` says the input is exhausted."""
-        await asyncio.to_thread(self.store.release_dead_letters, self.config.id)
+        if self.resends_dead_letters:
+            await asyncio.to_thread(self.store.release_dead_letters, self.config.id)
         self.read_upto = self.saved_position = await self._start_position()
-        limits = httpx.Limits(
-            max_connections=self.settings.concurrency, max_keepalive_connections=self.settings.concurrency
-        )
-        async with httpx.AsyncClient(timeout=self.settings.timeout, limits=limits) as self.client:
-            background = [
-                asyncio.create_task(self._save_position_loop()),
-                asyncio.create_task(self._resend_dead_letters_loop()),
-            ]
+        async with HTTPPool(self.settings.concurrency, self.settings.timeout) as self.http:
+            background = [asyncio.create_task(self._save_position_loop())]
+            if self.resends_dead_letters:
+                background.append(asyncio.create_task(self._resend_dead_letters_loop()))
             try:
                 await self._read_loop()
             finally:
@@ -216,7 +222,7 @@ class DestinationWorker:
                 log.exception("%s: translation failed for %s", self.label, event.get("messageId"))
                 reason = f"translation error: {exc}"
         self.recorder.count(self.config.id, "filtered")
-        DELIVERY_EVENTS.labels(self.label, "filtered").inc()
+        self._counters["filtered"].inc()
         return []
 
     async def _flush(self, *, force: bool) -> None:
@@ -275,7 +281,7 @@ class DestinationWorker:
             if not retry:
                 return
             self.recorder.count(self.config.id, "retried", len(retry))
-            DELIVERY_EVENTS.labels(self.label, "retried").inc(len(retry))
+            self._counters["retried"].inc(len(retry))
             items = retry
             self.retrying += len(items)
             try:
@@ -298,12 +304,7 @@ class DestinationWorker:
         started = time.perf_counter()
         response: Response | None = None
         try:
-            reply = await self.client.request(
-                request.method, request.url, headers=list(request.headers), content=request.body
-            )
-            response = Response(
-                reply.status_code, {k.lower(): v for k, v in reply.headers.items()}, reply.content
-            )
+            response = await self.http.send(request)
             classified = self.destination.classify(response, request, len(items))
             outcomes = classified if isinstance(classified, list) else [classified] * len(items)
             if len(outcomes) != len(items):
@@ -319,7 +320,7 @@ class DestinationWorker:
         except httpx.TransportError as exc:
             outcomes = [Outcome.retry(f"connection error: {type(exc).__name__}: {exc}")] * len(items)
         latency = time.perf_counter() - started
-        REQUEST_LATENCY.labels(self.label).observe(latency)
+        self._request_latency.observe(latency)
         self._record_attempt(request, response, outcomes, items, latency)
         return outcomes, response
 
@@ -356,9 +357,9 @@ class DestinationWorker:
 
     def _settle(self, item: Item, outcome: str) -> None:
         self.recorder.count(self.config.id, outcome)
-        DELIVERY_EVENTS.labels(self.label, outcome).inc()
+        self._counters[outcome].inc()
         if outcome == "delivered":
-            END_TO_END_LATENCY.labels(self.label).observe(max(0.0, time.time() - item.tag.origin_ms / 1000))
+            self._end_to_end.observe(max(0.0, time.time() - item.tag.origin_ms / 1000))
         if item.tag.dead_letter_id:
             self.recorder.dead_letter_settled(item.tag.dead_letter_id, outcome == "delivered")
             return
