@@ -29,5 +29,10 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Ingest benchmark (docs/performance.md). Flags: make bench BENCH_ARGS="--seconds 10 --reps 3 --postgres URL"
+bench: $(BIN)/trackyard
+	command -v wrk >/dev/null || apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) tests/js/node_modules .pytest_cache

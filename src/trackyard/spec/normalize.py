@@ -8,10 +8,10 @@ This module is the one place that knows the Spec's field names and rules.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from trackyard.spec.timestamps import format_ms, parse_ms
+from trackyard.spec.timestamps import canonical, format_ms
 
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_MESSAGE_ID_LENGTH = 100
@@ -38,10 +38,10 @@ class Envelope:
     sent_at: object = None
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
+    received_at: str = field(init=False)
 
-    @property
-    def received_at(self) -> str:
-        return format_ms(self.received_ms)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "received_at", format_ms(self.received_ms))
 
 
 def normalise(message: object, envelope: Envelope, implied_type: str | None = None) -> dict[str, Any]:
@@ -132,33 +132,34 @@ def _stamp_times(message: dict[str, Any], envelope: Envelope) -> None:
     original = message.get("timestamp")
     if original is None:
         original = message.get("originalTimestamp")
-    original_ms = _time_field(original, "timestamp")
+    original_time = _time_field(original, "timestamp")
     sent = message.get("sentAt")
     if sent is None:
         sent = envelope.sent_at
-    sent_ms = _time_field(sent, "sentAt")
+    sent_time = _time_field(sent, "sentAt")
     # Only now that both parsed: a failed event must keep the `timestamp` its reason names.
     message.pop("timestamp", None)
     message["receivedAt"] = envelope.received_at
-    if sent_ms is not None:
-        message["sentAt"] = format_ms(sent_ms)
+    if sent_time is not None:
+        message["sentAt"] = sent_time[1]
     else:
         message.pop("sentAt", None)
-    if original_ms is None:
+    if original_time is None:
         message.pop("originalTimestamp", None)
         message["timestamp"] = envelope.received_at
         return
-    message["originalTimestamp"] = format_ms(original_ms)
-    if sent_ms is None:
-        message["timestamp"] = message["originalTimestamp"]
+    message["originalTimestamp"] = original_time[1]
+    if sent_time is None:
+        message["timestamp"] = original_time[1]
     else:
-        message["timestamp"] = format_ms(envelope.received_ms - (sent_ms - original_ms))
+        message["timestamp"] = format_ms(envelope.received_ms - (sent_time[0] - original_time[0]))
 
 
-def _time_field(value: object, name: str) -> int | None:
+def _time_field(value: object, name: str) -> tuple[int, str] | None:
+    """(ms, canonical text) of a client time, None when absent; InvalidEvent when not ISO-8601."""
     if value is None:
         return None
-    parsed = parse_ms(value)
+    parsed = canonical(value) if isinstance(value, str) else None
     if parsed is None:
         raise InvalidEvent(
             f"invalid_{_snake(name)}", f"'{name}' must be an ISO-8601 date-time; got {value!r:.60}"

@@ -8,6 +8,7 @@ reduced to integer milliseconds since the epoch; stored events carry one canonic
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -83,6 +84,14 @@ def format_ms(ms: int) -> str:
         prefix = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment:%H:%M:%S}"
         _prefix_cache[second] = prefix
     return f"{prefix}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8192)
+def canonical(value: str) -> tuple[int, str] | None:
+    """(ms, canonical text) of an ISO-8601 string, memoised: a batch's events share their
+    sentAt and often their timestamps, and parsing plus formatting is the costly part."""
+    ms = parse_ms(value)
+    return None if ms is None else (ms, format_ms(ms))
 
 
 def now_ms() -> int:
