@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from trackyard.store.archive import ArchiveTables
+from trackyard.store.coordination import CoordinationTables
 from trackyard.store.delivery import DeliveryTables
 from trackyard.store.errors import StoreError, StoreUnavailable
 
@@ -169,7 +171,7 @@ def check_source_name(name: str) -> None:
         )
 
 
-class Store(DeliveryTables, ABC):
+class Store(DeliveryTables, ArchiveTables, CoordinationTables, ABC):
     """Storage for configuration, the event log, consumer positions and delivery records.
 
     Methods are synchronous and thread-safe; async callers run them on threads. The

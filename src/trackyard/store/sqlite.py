@@ -28,6 +28,7 @@ from trackyard.store.base import (
     Store,
     StoredEvent,
     StoredFailure,
+    StoreError,
     StoreUnavailable,
     check_source_name,
     segment_table,
@@ -128,6 +129,82 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_destination ON dead_letters (destination_id, state, id);
     """,
+    """
+    CREATE TABLE archive_files (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL,
+        hour_ms INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        file_key TEXT NOT NULL UNIQUE,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        min_received_ms INTEGER NOT NULL,
+        max_received_ms INTEGER NOT NULL,
+        n_events INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX archive_files_source ON archive_files (source_id, last_seq);
+    CREATE INDEX archive_files_hour ON archive_files (source_id, hour_ms);
+    CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_ms INTEGER NOT NULL);
+    CREATE TABLE replay_jobs (
+        id INTEGER PRIMARY KEY,
+        destination_id INTEGER NOT NULL,
+        source_id INTEGER NOT NULL,
+        since_ms INTEGER,
+        until_ms INTEGER,
+        events TEXT NOT NULL,
+        types TEXT NOT NULL,
+        rate REAL NOT NULL,
+        log_from INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        cursor INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        n_read INTEGER NOT NULL,
+        n_sent INTEGER NOT NULL,
+        n_delivered INTEGER NOT NULL,
+        n_failed INTEGER NOT NULL,
+        n_filtered INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        lease_owner TEXT NOT NULL,
+        lease_expires_ms INTEGER NOT NULL,
+        finished_ms INTEGER
+    );
+    CREATE INDEX replay_jobs_state ON replay_jobs (state, lease_expires_ms);
+    """,
+    """
+    CREATE TABLE warehouses (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        dialect TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE warehouse_status (
+        name TEXT PRIMARY KEY,
+        last_sync_ms INTEGER,
+        events_loaded INTEGER NOT NULL DEFAULT 0,
+        rows_loaded INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_ms INTEGER,
+        warnings TEXT NOT NULL DEFAULT '[]'
+    );
+    """,
+    """
+    ALTER TABLE leases ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE processes (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 _SEGMENT_DDL = """
@@ -175,7 +252,7 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA cache_size = -16384")  # 16 MB: appends touch the tail only
         with self._connections_lock:
             self._connections.append(conn)
         return conn
@@ -350,6 +427,16 @@ class SQLiteStore(Store):
     def prune_dedupe(self, now_ms: int) -> int:
         with self._write_lock:
             return self._recent.expire(now_ms)
+
+    def drop_segment(self, segment_id: int) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT sealed FROM log_segments WHERE id = ?", (segment_id,)).fetchone()
+            if row is None or not row[0]:
+                raise StoreError(
+                    f"log segment {segment_id} is not a sealed segment; only sealed ones are dropped"
+                )
+            conn.execute(f"DROP TABLE {segment_table(segment_id)}")
+            conn.execute("DELETE FROM log_segments WHERE id = ?", (segment_id,))
 
     def segments(self) -> list[Segment]:
         rows = self._conn.execute(
