@@ -12,17 +12,20 @@ peak RSS is the phase's own):
   transaction). The floor does no JSON, no schema discovery and no deduplication.
 
 Rates are per stored event (one event writes two rows: `tracks` and its event table);
-the table rows per second are printed too.
+the table rows per second are printed too, and the CPU time of the measuring process
+(all its threads; for PostgreSQL the server's own CPU is not included) per event.
 
-    .venv/bin/python bench/warehouse.py [--events 1000000] [--postgres URL | --no-postgres]
+    .venv/bin/python bench/warehouse.py [--events 1000000] [--reps 1] [--postgres URL | --no-postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,12 +130,12 @@ def phase_loader(store_path: str, dialect: str, target: str) -> dict:
 
     settings = {"path": target} if dialect == "duckdb" else {"url": target}
     store = SQLiteStore(store_path)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = Loader(store, WarehouseConfig("bench", dialect, settings)).sync()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if result.error:
         raise SystemExit(f"loader failed: {result.error}")
-    return {"seconds": seconds, "events": result.events, "rows": result.rows}
+    return {"seconds": seconds, "cpu": cpu, "events": result.events, "rows": result.rows}
 
 
 def flattened_tables(warehouse: str) -> dict[str, tuple[list, list[list]]]:
@@ -156,7 +159,7 @@ def phase_floor_duckdb(warehouse: str, target: str) -> dict:
 
     tables = flattened_tables(warehouse)
     conn = duckdb.connect(target)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rows = 0
     for name, (fields, columns) in tables.items():
         arrow = pa.table(
@@ -168,9 +171,9 @@ def phase_floor_duckdb(warehouse: str, target: str) -> dict:
         conn.unregister("flat")
         rows += arrow.num_rows
     conn.execute("CHECKPOINT").fetchall()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     conn.close()
-    return {"seconds": seconds, "rows": rows}
+    return {"seconds": seconds, "cpu": cpu, "rows": rows}
 
 
 def phase_floor_postgres(warehouse: str, url: str) -> dict:
@@ -190,7 +193,7 @@ def phase_floor_postgres(warehouse: str, url: str) -> dict:
             columns = ", ".join(f'"{f.name}" {pg_types[str(f.type)]}' for f in fields)
             conn.execute(f'CREATE TABLE "{name}" ({columns})')
         conn.commit()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with conn.cursor() as cursor:
             for name, (fields, columns) in tables.items():
                 names = ", ".join(f'"{f.name}"' for f in fields)
@@ -199,8 +202,8 @@ def phase_floor_postgres(warehouse: str, url: str) -> dict:
                         copy.write_row(row)
                         rows += 1
         conn.commit()
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": rows}
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu": cpu, "rows": rows}
 
 
 def run_phase(*args: str) -> dict:
@@ -232,14 +235,37 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def compare(label: str, loader: dict, floor: dict, events: int) -> None:
-    loader_rate = events / loader["seconds"]
-    floor_rate = events / floor["seconds"]
-    print(
-        f"{label:<10} loader {loader_rate:>9,.0f} events/s ({loader['rows'] / loader['seconds']:>9,.0f} rows/s, "
-        f"{loader['seconds']:.1f} s, peak RSS {loader['rss_mb']:,.0f} MB)   floor {floor_rate:>9,.0f} events/s "
-        f"({floor['rows'] / floor['seconds']:>9,.0f} rows/s, {floor['seconds']:.1f} s, peak RSS "
-        f"{floor['rss_mb']:,.0f} MB)   loader/floor {loader_rate / floor_rate:.0%}"
+def rates(loader: dict, floor: dict, events: int) -> dict:
+    return {
+        "loader": events / loader["seconds"],
+        "loader_rows": loader["rows"] / loader["seconds"],
+        "loader_rss": loader["rss_mb"],
+        "loader_cpu_us": loader["cpu"] / events * 1e6,
+        "floor": events / floor["seconds"],
+        "floor_rows": floor["rows"] / floor["seconds"],
+        "floor_rss": floor["rss_mb"],
+        "floor_cpu_us": floor["cpu"] / events * 1e6,
+        "ratio": floor["seconds"] / loader["seconds"],
+    }
+
+
+def report(label: str, runs: list[dict]) -> None:
+    """One line per repetition, then the medians (the ratio is the median of per-repetition ratios)."""
+    for index, run in enumerate(runs, start=1):
+        print(f"{label:<10} rep {index}: {line(run)}")
+    if len(runs) > 1:
+        print(
+            f"{label:<10} median: {line({key: statistics.median(r[key] for r in runs) for key in runs[0]})}"
+        )
+
+
+def line(run: dict) -> str:
+    return (
+        f"loader {run['loader']:>7,.0f} events/s ({run['loader_rows']:>7,.0f} rows/s, "
+        f"{run['loader_cpu_us']:.1f} µs CPU/event, peak RSS {run['loader_rss']:,.0f} MB)   "
+        f"floor {run['floor']:>7,.0f} events/s ({run['floor_rows']:>7,.0f} rows/s, "
+        f"{run['floor_cpu_us']:.1f} µs CPU/event, peak RSS {run['floor_rss']:,.0f} MB)   "
+        f"loader/floor {run['ratio']:.0%}"
     )
 
 
@@ -248,6 +274,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=1, help="loader and floor alternate this many times")
     parser.add_argument("--postgres", default=ADMIN_URL, help="a PostgreSQL URL that may CREATE DATABASE")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
@@ -260,7 +287,8 @@ def main() -> None:
             "floor-postgres": phase_floor_postgres,
         }
         result = phases[name](*rest)
-        result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["rss_mb"] = usage.ru_maxrss / 1024
         print(orjson.dumps(result).decode())
         return
     work = Path(tempfile.mkdtemp(prefix="ty-bench-warehouse-"))
@@ -268,23 +296,40 @@ def main() -> None:
         store = work / "trackyard.db"
         started = time.perf_counter()
         build_store(store, args.events)
-        print(f"stored {args.events:,} track events in {time.perf_counter() - started:.0f} s ({work})")
-        warehouse = str(work / "loader.duckdb")
-        loader = run_phase("loader", str(store), "duckdb", warehouse)
-        floor = run_phase("floor-duckdb", warehouse, str(work / "floor.duckdb"))
-        compare("DuckDB", loader, floor, args.events)
+        print(f"stored {args.events:,} track events in {time.perf_counter() - started:.0f} s")
+        print(f"DuckDB {duckdb_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        report("DuckDB", [duckdb_rep(work, store, args.events) for _ in range(args.reps)])
         if not args.no_postgres:
-            loader_db, loader_url = fresh_database(args.postgres)
-            floor_db, floor_url = fresh_database(args.postgres)
-            try:
-                loader = run_phase("loader", str(store), "postgres", loader_url)
-                floor = run_phase("floor-postgres", warehouse, floor_url)
-                compare("PostgreSQL", loader, floor, args.events)
-            finally:
-                drop_database(args.postgres, loader_db)
-                drop_database(args.postgres, floor_db)
+            report("PostgreSQL", [postgres_rep(work, store, args) for _ in range(args.reps)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def duckdb_rep(work: Path, store: Path, events: int) -> dict:
+    warehouse, floor_file = work / "loader.duckdb", work / "floor.duckdb"
+    for path in (warehouse, floor_file, work / "loader.duckdb.wal", work / "floor.duckdb.wal"):
+        path.unlink(missing_ok=True)
+    loader = run_phase("loader", str(store), "duckdb", str(warehouse))
+    floor = run_phase("floor-duckdb", str(warehouse), str(floor_file))
+    return rates(loader, floor, events)
+
+
+def postgres_rep(work: Path, store: Path, args: argparse.Namespace) -> dict:
+    loader_db, loader_url = fresh_database(args.postgres)
+    floor_db, floor_url = fresh_database(args.postgres)
+    try:
+        loader = run_phase("loader", str(store), "postgres", loader_url)
+        floor = run_phase("floor-postgres", str(work / "loader.duckdb"), floor_url)
+    finally:
+        drop_database(args.postgres, loader_db)
+        drop_database(args.postgres, floor_db)
+    return rates(loader, floor, args.events)
+
+
+def duckdb_version() -> str:
+    import duckdb
+
+    return duckdb.__version__
 
 
 if __name__ == "__main__":
