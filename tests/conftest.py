@@ -45,6 +45,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--role", "worker"]
 
     @property
     def url(self) -> str:
@@ -54,7 +55,7 @@ class Server:
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         self.process = subprocess.Popen(
-            [TRACKYARD, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [TRACKYARD, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

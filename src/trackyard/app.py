@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from trackyard.admin.server import build_admin_app
+from trackyard.archive.wiring import serving_roles
 from trackyard.config import Config
 from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
 from trackyard.ingest.committer import GroupCommitter
-from trackyard.ingest.http import ROUTES, CollectionAPI, Receive, Scope, Send
+from trackyard.ingest.http import CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.sources import SourceDirectory
 from trackyard.spec import now_ms
 from trackyard.store import Store
+from trackyard.warehouse.runner import WarehouseRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sources = SourceDirectory(self.store)
         self.committer = GroupCommitter(self.store)
         self.delivery = DeliveryEngine(
@@ -43,23 +49,58 @@ class Runtime:
                 backoff_base_s=self.config.retry_backoff_base_s,
                 backoff_cap_s=self.config.retry_backoff_cap_s,
             ),
+            owner=self.process_id,
+            lease_ttl_s=self.config.lease_ttl_s,
+        )
+        self.warehouses = WarehouseRunner(
+            self.store,
+            self.config.builtin_warehouse,
+            self.config.warehouse_interval_s,
+            self.config.warehouse_batch_events,
         )
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.sources.reload)
-        loop = asyncio.get_running_loop()
-        self.committer.listeners.append(lambda: loop.call_soon_threadsafe(self.delivery.notify))
-        self.committer.start()
-        self._tasks.append(asyncio.create_task(self._maintain()))
-        self._tasks.append(asyncio.create_task(self.delivery.run()))
+        """Start what this process's role does: ingest, the workers, or both."""
+        await self._heartbeat_once()
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        if self.config.serves_ingest:
+            await asyncio.to_thread(self.sources.reload)
+            loop = asyncio.get_running_loop()
+            self.committer.listeners.append(lambda: loop.call_soon_threadsafe(self.delivery.notify))
+            self.committer.start()
+            self._tasks.append(asyncio.create_task(self._maintain()))
+        if self.config.runs_workers:
+            self._tasks.append(asyncio.create_task(self.delivery.run()))
+            self._tasks.append(asyncio.create_task(self.warehouses.run()))
+            self._tasks.extend(
+                asyncio.create_task(role)
+                for role in serving_roles(self.config, self.store, self.delivery.options)
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self.committer.stop)
+        if self.config.serves_ingest:
+            await asyncio.to_thread(self.committer.stop)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.forget_process, self.process_id)
         self.store.close()
+
+    async def _heartbeat_once(self) -> None:
+        await asyncio.to_thread(
+            self.store.heartbeat, self.process_id, self.config.role, socket.gethostname(), os.getpid()
+        )
+
+    async def _heartbeat(self) -> None:
+        """Tell the other processes (and `trackyard status`) this one is alive."""
+        while True:
+            await asyncio.sleep(max(0.5, self.config.lease_ttl_s / 5))
+            try:
+                await self._heartbeat_once()
+            except Exception:
+                log.exception("heartbeat failed; retrying")
 
     async def _maintain(self) -> None:
         """Refresh the write-key cache and expire old message ids, in the background."""
@@ -76,15 +117,43 @@ class Runtime:
 
 
 def build_app(runtime: Runtime) -> Any:
-    collection = CollectionAPI(runtime.config, runtime.sources, runtime.committer, fallback=_pages)
+    """The collection API (ingest roles), the web app (with --admin), /health and /metrics (always)."""
+    config = runtime.config
+    fallback: Any = _operations
+    if config.admin:
+        fallback = build_admin_app(runtime.store, config, sources_changed=runtime.sources.reload)
+    http = (
+        CollectionAPI(config, runtime.sources, runtime.committer, fallback=fallback)
+        if config.serves_ingest
+        else fallback
+    )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(runtime, receive, send)
         else:
-            await collection(scope, receive, send)
+            await http(scope, receive, send)
 
     return app
+
+
+async def _operations(scope: Scope, receive: Receive, send: Send) -> None:
+    """/health and /metrics for processes that serve neither the web app nor the API."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/health":
+        status, content_type, body = 200, b"application/json", b'{"status":"ok"}'
+    elif scope["path"] == "/metrics":
+        status, content_type, body = 200, CONTENT_TYPE_LATEST.encode(), generate_latest()
+    else:
+        status, content_type, body = (
+            404,
+            b"application/json",
+            b'{"code":"not_found","message":"no such route"}',
+        )
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
@@ -102,48 +171,3 @@ async def _lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
             await runtime.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-_HOME = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>trackyard</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem">
-<h1>trackyard</h1><p>The collection API is running. The web app arrives in a later release;
-until then use the <code>trackyard</code> command.</p>
-<p><a href="/docs">API reference</a> · <a href="/health">health</a></p></body></html>"""
-
-
-def _api_reference() -> str:
-    rows = "".join(f"<li><code>POST {path}</code></li>" for path in ROUTES)
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>trackyard API</title></head>'
-        '<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto">'
-        "<h1>Collection API</h1><p>Segment's HTTP Tracking API. Authenticate with the source's write key "
-        "as the Basic auth user name or as <code>writeKey</code> in the body.</p>"
-        f"<ul>{rows}<li><code>GET /v1/projects/&lt;writeKey&gt;/settings</code></li></ul></body></html>"
-    )
-
-
-async def _pages(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "http":
-        return
-    path, method = scope["path"], scope["method"]
-    if method not in ("GET", "HEAD"):
-        status, ctype, body = 404, b"application/json", b'{"code":"not_found","message":"no such route"}'
-    elif path == "/":
-        status, ctype, body = 200, b"text/html; charset=utf-8", _HOME.encode()
-    elif path == "/docs":
-        status, ctype, body = 200, b"text/html; charset=utf-8", _api_reference().encode()
-    elif path == "/metrics":
-        status, ctype, body = 200, CONTENT_TYPE_LATEST.encode(), generate_latest()
-    elif path == "/health":
-        status, ctype, body = 200, b"application/json", orjson.dumps({"status": "ok"})
-    else:
-        status, ctype, body = 404, b"application/json", b'{"code":"not_found","message":"no such route"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

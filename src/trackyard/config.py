@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trackyard.store import Store, open_store
 from trackyard.store.base import DEFAULT_DEDUPE_WINDOW_S, DEFAULT_SEGMENT_ROWS
+from trackyard.warehouse.registry import WarehouseConfig, builtin
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,9 +36,24 @@ class Config:
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    role: str = "all"  # all, ingest or worker
+    admin: bool = True  # serve the web app and the admin API
+    lease_ttl_s: float = 15.0
     retry_max_age_s: float = 4 * 3600
     retry_backoff_base_s: float = 0.5
     retry_backoff_cap_s: float = 300.0
+    archive_dir: Path | None = None
+    archive_url: str | None = None
+    archive_s3_endpoint: str | None = None
+    archive_file_max_age_s: float = 120.0
+    archive_file_max_events: int = 500_000
+    archive_lease_s: float = 15.0
+    log_retention_hours: float = 168.0
+    log_retention_segments: int = 2
+    replay_lease_s: float = 15.0
+    default_warehouse: bool = True  # DATA_DIR/warehouse.duckdb, loaded by `serve`
+    warehouse_interval_s: float = 30.0
+    warehouse_batch_events: int = 250_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -51,14 +67,36 @@ class Config:
             "sqlite_synchronous": env.get("TRACKYARD_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "sqlite_busy_timeout_ms": int(env.get("TRACKYARD_SQLITE_BUSY_TIMEOUT_MS", 5000)),
             "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
+            "lease_ttl_s": float(env.get("TRACKYARD_LEASE_TTL_S", 15)),
             "retry_max_age_s": float(env.get("TRACKYARD_RETRY_MAX_AGE_S", 4 * 3600)),
             "retry_backoff_base_s": float(env.get("TRACKYARD_RETRY_BACKOFF_BASE_S", 0.5)),
             "retry_backoff_cap_s": float(env.get("TRACKYARD_RETRY_BACKOFF_CAP_S", 300)),
+            "archive_dir": Path(env["TRACKYARD_ARCHIVE_DIR"]) if env.get("TRACKYARD_ARCHIVE_DIR") else None,
+            "archive_url": env.get("TRACKYARD_ARCHIVE_URL") or None,
+            "archive_s3_endpoint": env.get("TRACKYARD_ARCHIVE_S3_ENDPOINT") or None,
+            "archive_file_max_age_s": float(env.get("TRACKYARD_ARCHIVE_FILE_MAX_AGE_S", 120)),
+            "archive_file_max_events": int(env.get("TRACKYARD_ARCHIVE_FILE_MAX_EVENTS", 500_000)),
+            "archive_lease_s": float(env.get("TRACKYARD_ARCHIVE_LEASE_S", 15)),
+            "log_retention_hours": float(env.get("TRACKYARD_LOG_RETENTION_HOURS", 168)),
+            "log_retention_segments": int(env.get("TRACKYARD_LOG_RETENTION_SEGMENTS", 2)),
+            "replay_lease_s": float(env.get("TRACKYARD_REPLAY_LEASE_S", 15)),
+            "default_warehouse": env.get("TRACKYARD_DEFAULT_WAREHOUSE", "on").lower()
+            not in ("off", "0", "false"),
+            "warehouse_interval_s": float(env.get("TRACKYARD_WAREHOUSE_INTERVAL_S", 30)),
+            "warehouse_batch_events": int(env.get("TRACKYARD_WAREHOUSE_BATCH_EVENTS", 250_000)),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("TRACKYARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def serves_ingest(self) -> bool:
+        return self.role in ("all", "ingest")
+
+    @property
+    def runs_workers(self) -> bool:
+        return self.role in ("all", "worker")
 
     @property
     def uses_postgres(self) -> bool:
@@ -75,6 +113,16 @@ class Config:
         store = open_store(self.database_url, self.data_dir, **options)
         store.migrate()
         return store
+
+    @property
+    def builtin_warehouse(self) -> WarehouseConfig | None:
+        """The DuckDB warehouse in the data directory, unless TRACKYARD_DEFAULT_WAREHOUSE=off."""
+        return builtin(self.data_dir) if self.default_warehouse else None
+
+    @property
+    def archive_path(self) -> Path:
+        """Where archive files go: TRACKYARD_ARCHIVE_DIR, else `archive` in the data directory."""
+        return self.archive_dir or self.data_dir / "archive"
 
     def is_trusted_proxy(self, address: str) -> bool:
         if not self.trusted_proxies:

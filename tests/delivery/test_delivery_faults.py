@@ -115,6 +115,7 @@ def test_400_goes_to_dead_letters_with_the_response_body_and_can_be_retried(make
         assert len(vendor.received()) == 2  # a 400 is never retried by itself
         assert "topsecret-value" not in server.cli("destination", "status", "hook").stdout
         assert "topsecret-value" not in server.cli("destination", "list", "--json").stdout
+        assert "topsecret-value" not in server.log_path.read_text()
 
         output = server.cli("destination", "retry", "hook").stdout
         assert "2 dead letters" in output
@@ -237,6 +238,35 @@ def test_integrations_object_and_disable_switch_route_events(server):
         send(server, tracks(3, "while-off"))
         time.sleep(1.5)
         assert sorted(delivered_ids(vendor)) == ["named", "plain"]
+
+
+def test_event_filters_from_the_command_line(server):
+    with FakeVendor() as vendor:
+        server.cli(
+            "destination",
+            "add",
+            "default",
+            "webhook",
+            "--name",
+            "orders",
+            "--setting",
+            f"url={vendor.url}",
+            "--allow-type",
+            "track",
+            "--block-event",
+            "Debug",
+        )
+        time.sleep(1.5)
+        send(
+            server,
+            [
+                {"type": "track", "userId": "a", "event": "Order Completed", "messageId": "keep"},
+                {"type": "track", "userId": "a", "event": "Debug", "messageId": "blocked"},
+                {"type": "identify", "userId": "a", "messageId": "not-a-track"},
+            ],
+        )
+        wait_until(lambda: status(server, "orders")["filtered"] == 2)
+        assert delivered_ids(vendor) == ["keep"]
 
 
 @pytest.mark.parametrize("setting", ["url=", "batch_size=many", "nonsense=1", "url=ftp://x"])

@@ -54,3 +54,10 @@ def test_filter_validation_names_the_problem():
     with pytest.raises(ValueError, match="list of strings"):
         EventFilter.from_json({"block_events": "Debug"})
     assert EventFilter.from_json({"block_events": ["b", "a"]}).to_json() == {"block_events": ["a", "b"]}
+
+
+def test_aliases_are_other_names_for_the_same_tool():
+    assert route(event(integrations={"MailChimp": False}), "Mailchimp", aliases=("MailChimp",)) is not None
+    named = event(integrations={"All": False, "Segment": True})
+    assert route(named, "Segment Connections", aliases=("Segment",)) is None
+    assert route(named, "Segment Connections") is not None

@@ -8,7 +8,19 @@ from typing import Any
 from rich.table import Table
 
 from trackyard.admin import service
+from trackyard.cli import archive
 from trackyard.cli.common import CommandError, open_store, out, print_json_line
+
+FILTER_FLAGS = {
+    "allow-type": "only these call types (track, identify, page, screen, group, alias)",
+    "block-type": "never these call types",
+    "allow-event": "only these track event names",
+    "block-event": "never these track event names",
+}
+
+
+def filters_from(args: argparse.Namespace) -> dict[str, list[str]]:
+    return {flag.replace("-", "_") + "s": getattr(args, flag.replace("-", "_")) for flag in FILTER_FLAGS}
 
 
 def register(commands: Any) -> None:
@@ -23,6 +35,11 @@ def register(commands: Any) -> None:
     add.add_argument(
         "--setting", action="append", default=[], metavar="KEY=VALUE", help="a setting; repeatable"
     )
+    add.add_argument(
+        "--replay-since", metavar="ISO8601", help="backfill: replay stored events received since then"
+    )
+    for flag, what in FILTER_FLAGS.items():
+        add.add_argument(f"--{flag}", action="append", default=[], metavar="NAME", help=f"{what}; repeatable")
     add.set_defaults(handler=cmd_add)
     listing = parser.add_parser("list", help="list destinations")
     listing.add_argument("--json", action="store_true")
@@ -66,9 +83,11 @@ def setting_pairs(pairs: list[str]) -> dict[str, str]:
 def cmd_add(args: argparse.Namespace) -> None:
     with open_store(args) as store:
         config = service.add_destination(
-            store, args.source, args.type, args.name, setting_pairs(args.setting)
+            store, args.source, args.type, args.name, setting_pairs(args.setting), filters_from(args)
         )
     out.print(f"destination {config.name!r} ({config.type}) added to source {args.source!r} and enabled")
+    if args.replay_since:
+        archive.backfill(args, config.name, args.replay_since)
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -18,9 +18,11 @@ the request sent and the response received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -57,6 +59,39 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 300.0
 POSITION_SAVE_S = 0.2
 RETRY_AFTER_CAP_S = 600.0  # a tool may ask for a pause; not for an unbounded one
+
+
+class LeaseLost(Exception):
+    """Another process now owns this worker's unit of work: stop without writing anything."""
+
+
+@dataclass
+class LeaseHandle:
+    """The lease a worker holds on its unit; the engine renews it and moves `valid_until`."""
+
+    name: str
+    owner: str
+    generation: int
+    valid_until: float  # time.monotonic() deadline, a safety margin before the lease's expiry
+
+    def check(self) -> None:
+        if time.monotonic() >= self.valid_until:
+            raise LeaseLost(f"lease {self.name} (generation {self.generation}) expired")
+
+
+def consumer_name(config: DestinationConfig, partition: int, partitions: int) -> str:
+    """The name of a destination partition's position; a single partition keeps the destination's own."""
+    if partitions <= 1:
+        return config.consumer
+    return f"{config.consumer}:p{partition}of{partitions}"
+
+
+def partition_of(event: dict[str, Any], partitions: int) -> int:
+    """The partition of an event: a stable hash of its user, so one user's events stay in order."""
+    if partitions <= 1:
+        return 0
+    key = event.get("userId") or event.get("anonymousId") or event.get("messageId") or ""
+    return zlib.crc32(str(key).encode()) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +132,9 @@ class DestinationWorker:
     recorder: Recorder
     options: WorkerOptions = field(default_factory=WorkerOptions)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    partition: int = 0
+    partitions: int = 1
+    lease: LeaseHandle | None = None
     # False for a replay: the live worker of the destination owns re-sending its dead letters.
     resends_dead_letters: ClassVar[bool] = True
 
@@ -116,6 +154,9 @@ class DestinationWorker:
         self._buffer: list[Item] = []
         self._buffer_since = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[Any] | None = None
+        # one worker per destination re-sends its dead letters: the first partition's
+        self.resends_dead_letters = self.resends_dead_letters and self.partition == 0
         self.label = self.config.name
         self._counters = {
             outcome: DELIVERY_EVENTS.labels(self.label, outcome)
@@ -127,6 +168,7 @@ class DestinationWorker:
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
         """Deliver until cancelled, or until `_next_page` says the input is exhausted."""
+        self._main = asyncio.current_task()
         if self.resends_dead_letters:
             await asyncio.to_thread(self.store.release_dead_letters, self.config.id)
         self.read_upto = self.saved_position = await self._start_position()
@@ -140,12 +182,22 @@ class DestinationWorker:
                 for task in (*background, *self._tasks):
                     task.cancel()
                 await asyncio.gather(*background, *self._tasks, return_exceptions=True)
-                await asyncio.shield(asyncio.to_thread(self._save_position))
+                with contextlib.suppress(LeaseLost):
+                    await asyncio.shield(self._save_position())
 
     # -- the input: overridden by replays, which read a range of history instead -----------
+    @property
+    def consumer(self) -> str:
+        return consumer_name(self.config, self.partition, self.partitions)
+
     async def _start_position(self) -> int:
-        position = await asyncio.to_thread(self.store.get_position, self.config.consumer)
-        return position if position is not None else await asyncio.to_thread(self.store.head)
+        """This consumer's position; a new partition starts where the destination's single
+        consumer stood (or at the end of the log)."""
+        for consumer in (self.consumer, self.config.consumer):
+            position = await asyncio.to_thread(self.store.get_position, consumer)
+            if position is not None:
+                return position
+        return await asyncio.to_thread(self.store.head)
 
     async def _next_page(self) -> list[StoredEvent] | None:
         """The next events after `read_upto`; an empty list means none yet, None means no more ever."""
@@ -163,7 +215,14 @@ class DestinationWorker:
         return stored.received_ms
 
     def _persist_position(self, position: int) -> None:
-        self.store.set_position(self.config.consumer, position)
+        if self.lease is None:
+            self.store.set_position(self.consumer, position)
+            return
+        lease = self.lease
+        if not self.store.set_position_fenced(
+            self.consumer, position, lease.name, lease.owner, lease.generation
+        ):
+            raise LeaseLost(f"lease {lease.name} moved on from generation {lease.generation}")
 
     # -- reading and batching -------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -202,6 +261,8 @@ class DestinationWorker:
         for stored in page:
             self.read_upto = stored.seq
             event = self._prepare(orjson.loads(stored.body))
+            if self.partitions > 1 and partition_of(event, self.partitions) != self.partition:
+                continue
             tag = Tag(stored.seq, event.get("messageId", ""), self._origin_ms(stored))
             payloads = self._payloads(event)
             if not payloads:
@@ -212,7 +273,13 @@ class DestinationWorker:
             self._buffer.extend(Item(tag, payload.endpoint, payload.body) for payload in payloads)
 
     def _payloads(self, event: dict[str, Any]) -> list[Payload]:
-        reason = route(event, self.destination.name, opt_in=self.destination.opt_in, filters=self.filters)
+        reason = route(
+            event,
+            self.destination.name,
+            opt_in=self.destination.opt_in,
+            filters=self.filters,
+            aliases=self.destination.aliases,
+        )
         if reason is None:
             try:
                 return self.destination.translate(event, self.settings)  # type: ignore[arg-type]
@@ -251,8 +318,17 @@ class DestinationWorker:
         self._tasks.discard(task)
         self.in_flight -= 1
         self.slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s: delivery task failed", self.label, exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, LeaseLost):
+            log.warning("%s: %s; stopping", self.label, error)
+            self._stop()
+        elif error is not None:
+            log.error("%s: delivery task failed", self.label, exc_info=error)
+
+    def _stop(self) -> None:
+        """Stop the whole worker (its unit now belongs to another process)."""
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
 
     # -- sending --------------------------------------------------------------------------
     async def _deliver(self, items: list[Item]) -> None:
@@ -301,6 +377,8 @@ class DestinationWorker:
 
     async def _send(self, request: Request, items: list[Item]) -> tuple[list[Outcome], Response | None]:
         await self.bucket.acquire()
+        if self.lease is not None:
+            self.lease.check()  # a worker that was paused past its lease sends nothing more
         started = time.perf_counter()
         response: Response | None = None
         try:
@@ -410,20 +488,26 @@ class DestinationWorker:
         """Every event up to here is settled; buffered events are pending too."""
         return min(self.pending) - 1 if self.pending else self.read_upto
 
-    def _save_position(self) -> None:
+    async def _save_position(self) -> None:
+        """Read the position on the event loop (where `pending` and `read_upto` change
+        together), write it on a thread."""
         position = self.position()
         if position != self.saved_position:
-            self._persist_position(position)
+            await asyncio.to_thread(self._persist_position, position)
             self.saved_position = position
 
     async def _save_position_loop(self) -> None:
         while True:
             await asyncio.sleep(POSITION_SAVE_S)
             try:
-                await asyncio.to_thread(self._save_position)
+                await self._save_position()
                 head = await asyncio.to_thread(self.store.head)
                 CONSUMER_LAG.labels(self.label).set(max(0, head - self.saved_position))
                 self.recorder.state(self.config.id, self.retrying, self.in_flight)
+            except LeaseLost as lost:
+                log.warning("%s: %s; stopping", self.label, lost)
+                self._stop()
+                return
             except Exception:
                 log.exception("%s: could not save the position; retrying", self.label)
 

@@ -88,6 +88,12 @@ class DestinationSettings:
         label="Rate limit (requests/s)", default=0.0, advanced=True, help="0 means the tool's default."
     )
     timeout: float = setting(label="Request timeout (s)", default=10.0, advanced=True)
+    partitions: int = setting(
+        label="Partitions",
+        default=1,
+        advanced=True,
+        help="Parallel consumers, spread over worker processes; one user's events stay in order within one.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,6 +423,7 @@ class Destination(Generic[S]):
     batching: ClassVar[Batching] = Batching()
     default_rate_limit: ClassVar[float] = 0.0  # requests/s, 0 = unlimited
     opt_in: ClassVar[bool] = False  # True: not enabled by integrations.All (Salesforce)
+    aliases: ClassVar[tuple[str, ...]] = ()  # other integrations keys users write for this tool
     dedupe_field: ClassVar[str] = ""  # where the messageId travels, for the record (e.g. "$insert_id")
 
     def translate(self, event: Event, settings: S) -> list[Payload]:

@@ -368,4 +368,5 @@ def _retry_after(response: Response) -> float | None:
         return None
     return retry_after_seconds(headers)
 
+
 destination = Braze()

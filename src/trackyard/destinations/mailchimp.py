@@ -133,6 +133,7 @@ class MailchimpSettings(HTTPSettings):
 class Mailchimp(Destination[MailchimpSettings]):
     slug = "mailchimp"
     name = "Mailchimp"
+    aliases = ("MailChimp",)
     category = Category.EMAIL
     description = "Email marketing: audience members, merge fields, tags and events in Mailchimp."
     Settings = MailchimpSettings

@@ -74,6 +74,7 @@ class SegmentSettings(HTTPSettings):
 class SegmentForwarder(Destination[SegmentSettings]):
     slug = "segment"
     name = "Segment Connections"
+    aliases = ("Segment",)
     category = Category.CUSTOM
     description = "Forward every event to Segment, RudderStack or another trackyard over the Tracking API."
     Settings = SegmentSettings

@@ -67,8 +67,12 @@ def route(
     *,
     opt_in: bool = False,
     filters: EventFilter | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> str | None:
-    """None when the event goes to the destination, else the reason it does not."""
+    """None when the event goes to the destination, else the reason it does not.
+
+    `aliases` are other keys Segment users write for the same tool (e.g. "MailChimp" for
+    "Mailchimp", "Segment" for "Segment Connections"); the catalog name is looked up first."""
     if filters is not None:
         reason = filters.reason_to_drop(event)
         if reason:
@@ -76,14 +80,15 @@ def route(
     integrations = event.get("integrations")
     if not isinstance(integrations, Mapping):
         integrations = {}
-    if destination_name in integrations:
-        if integrations[destination_name] is False:
-            return f"integrations: {destination_name} is false"
+    named = next((name for name in (destination_name, *aliases) if name in integrations), None)
+    if named is not None:
+        if integrations[named] is False:
+            return f"integrations: {named} is false"
     elif opt_in:
         return f"integrations: {destination_name} is opt-in and not named"
     elif integrations.get("All", True) is False:
         return "integrations: All is false"
-    if destination_name in _bundled(event):
+    if destination_name in _bundled(event) or any(alias in _bundled(event) for alias in aliases):
         return f"_metadata: {destination_name} was delivered in device mode"
     return None
 
