@@ -48,6 +48,7 @@ class Config:
     archive_file_max_age_s: float = 120.0
     archive_file_max_events: int = 500_000
     archive_lease_s: float = 15.0
+    archive_retention_days: float | None = None  # None: keep the archive forever
     log_retention_hours: float = 168.0
     log_retention_segments: int = 2
     replay_lease_s: float = 15.0
@@ -77,6 +78,9 @@ class Config:
             "archive_file_max_age_s": float(env.get("TRACKYARD_ARCHIVE_FILE_MAX_AGE_S", 120)),
             "archive_file_max_events": int(env.get("TRACKYARD_ARCHIVE_FILE_MAX_EVENTS", 500_000)),
             "archive_lease_s": float(env.get("TRACKYARD_ARCHIVE_LEASE_S", 15)),
+            "archive_retention_days": float(env["TRACKYARD_ARCHIVE_RETENTION_DAYS"])
+            if env.get("TRACKYARD_ARCHIVE_RETENTION_DAYS")
+            else None,
             "log_retention_hours": float(env.get("TRACKYARD_LOG_RETENTION_HOURS", 168)),
             "log_retention_segments": int(env.get("TRACKYARD_LOG_RETENTION_SEGMENTS", 2)),
             "replay_lease_s": float(env.get("TRACKYARD_REPLAY_LEASE_S", 15)),
@@ -88,6 +92,12 @@ class Config:
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("TRACKYARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+        days = values["archive_retention_days"]
+        if isinstance(days, float) and days <= 0:
+            raise ValueError(
+                f"TRACKYARD_ARCHIVE_RETENTION_DAYS must be a positive number of days, got {days:g}; "
+                "leave it unset to keep the archive forever"
+            )
         return cls(**values)  # type: ignore[arg-type]
 
     @property

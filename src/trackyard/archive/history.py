@@ -8,7 +8,8 @@ at the file's last line. A position therefore says exactly where to resume, in a
 in the log, and the boundary between the two needs no overlap check:
 
 * the archive part is every listed file of the source up to `log_from` (the archive's
-  position when the replay was created; files are never deleted);
+  position when the replay was created), less the files archive retention removes
+  meanwhile (TRACKYARD_ARCHIVE_RETENTION_DAYS): those are skipped;
 * the log part is the source's events after `log_from` up to `last_seq`, which the
   replay's consumer position keeps in the log until it has read them.
 
@@ -111,7 +112,13 @@ class History:
             )
         whole = self.scope.holds(listed.min_received_ms) and self.scope.holds(listed.max_received_ms)
         source_id, first = listed.source_id, listed.last_seq - listed.count + 1
-        with self.storage.open(listed.key) as handle:
+        try:
+            handle = self.storage.open(listed.key)
+        except FileNotFoundError:
+            if self.store.archive_file_keys([listed.key]):
+                raise
+            return  # removed by archive retention since it was listed
+        with handle:
             for lines in compressed_chunks(handle):
                 skip = max(0, min(len(lines), after - first + 1))
                 batch = [

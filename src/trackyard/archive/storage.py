@@ -38,7 +38,8 @@ class ArchiveStorage(ABC):
     def open(self, key: str) -> BinaryIO: ...
 
     @abstractmethod
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove `key`; nothing happens when it does not exist."""
 
     @abstractmethod
     def published(self) -> Iterator[str]:

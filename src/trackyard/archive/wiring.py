@@ -29,6 +29,7 @@ def archive_options(config: Config) -> ArchiveOptions:
         file_max_age_s=config.archive_file_max_age_s,
         checkpoint_events=config.archive_file_max_events,
         lease_s=config.archive_lease_s,
+        archive_retention_days=config.archive_retention_days,
         retention=RetentionPolicy(
             hours=config.log_retention_hours,
             keep_segments=config.log_retention_segments,

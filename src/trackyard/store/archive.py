@@ -212,6 +212,19 @@ class ArchiveTables:
         )
         return [_archive_file(row) for row in rows]
 
+    def expired_archive_files(self, before_ms: int, limit: int = 500) -> list[ArchiveFile]:
+        """Listed files whose newest event was received before `before_ms`, oldest listed first."""
+        rows = self._query(
+            f"SELECT {_FILE_COLUMNS} FROM archive_files WHERE max_received_ms < ? ORDER BY id LIMIT ?",
+            (before_ms, limit),
+        )
+        return [_archive_file(row) for row in rows]
+
+    def unlist_archive_files(self, file_ids: Sequence[int]) -> None:
+        """Remove files from the manifest (archive retention; their objects are deleted after)."""
+        with self._transaction() as cur:
+            cur.executemany("DELETE FROM archive_files WHERE id = ?", [(file_id,) for file_id in file_ids])
+
     def archive_file_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys are listed."""
         found: set[str] = set()
