@@ -200,3 +200,25 @@ def test_every_destination_type_gets_a_form_with_a_labelled_field_per_setting(sh
                 assert f'<label for="setting-{setting["name"]}"' in form.text and field in form.text
                 if setting["secret"]:
                     assert re.search(rf'type="password" {field}', form.text), (entry["slug"], setting["name"])
+
+
+def test_a_warehouses_tables_are_listed_with_their_row_counts_for_the_admin_only(shared_server):
+    write_key = new_source(shared_server, "tabled")
+    send(shared_server, write_key, {"event": "Order Completed"}, {"event": "Order Completed"})
+    send(shared_server, write_key, {"event": "Signed Up"})
+    tables_url = f"{shared_server.url}/api/v1/warehouses/default/tables"
+    assert httpx.get(tables_url, timeout=10).status_code == 401
+    wrong = httpx.get(tables_url, headers={"Authorization": "Bearer tya_wrong"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_token"
+    with api(shared_server) as client:
+        assert client.post("/warehouses/default/sync", timeout=60).json()["error"] is None
+        tables = client.get("/warehouses/default/tables").json()
+        assert [t for t in tables if t["schema"] == "tabled"] == [
+            {"schema": "tabled", "table": "order_completed", "rows": 2},
+            {"schema": "tabled", "table": "signed_up", "rows": 1},
+            {"schema": "tabled", "table": "tracks", "rows": 3},
+        ]
+        assert client.get("/warehouses/nowhere/tables").status_code == 404
+    with browser_session(shared_server, admin_token(shared_server)) as (browser, _):
+        page = browser.get("/warehouses").text
+    assert re.search(r"<td>tabled</td><th scope=\"row\">tracks</th><td class=\"num\">3</td>", page)

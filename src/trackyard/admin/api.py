@@ -52,6 +52,7 @@ from trackyard.admin.shapes import (
     SYNC_RESULT,
     TEST_RESULT,
     WAREHOUSE,
+    WAREHOUSE_TABLE,
     path_schema,
 )
 from trackyard.archive.service import ReplayRequest
@@ -309,6 +310,10 @@ def sync_warehouse(call: Call) -> Any:
     return service.sync_warehouse(call.store, call.admin.builtin_warehouse, call.name)
 
 
+def warehouse_tables(call: Call) -> Any:
+    return service.warehouse_tables(call.store, call.admin.builtin_warehouse, call.name)
+
+
 def overview(call: Call) -> Any:
     return {
         "sources": service.list_sources(call.store),
@@ -547,6 +552,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "warehouses",
         sync_warehouse,
         response=SYNC_RESULT,
+    ),
+    Operation(
+        "GET",
+        "/warehouses/{name}/tables",
+        "The tables of a warehouse's source schemas, with their row counts",
+        "warehouses",
+        warehouse_tables,
+        response=array(WAREHOUSE_TABLE),
     ),
     Operation(
         "GET",

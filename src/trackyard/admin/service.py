@@ -495,6 +495,12 @@ def sync_warehouse(store: Store, builtin: WarehouseConfig | None, name: str) -> 
     return dataclasses.asdict(warehouse.sync(store, builtin, name)[0])
 
 
+def warehouse_tables(store: Store, builtin: WarehouseConfig | None, name: str) -> list[dict[str, Any]]:
+    """The tables of one warehouse's source schemas with their row counts."""
+    warehouse_status(store, builtin, name)
+    return warehouse.warehouse_tables(store, builtin, name)
+
+
 # -- a test event ------------------------------------------------------------------------
 def sample_event() -> dict[str, Any]:
     """A Spec track call as the log holds one, with an id that marks it as a test."""

@@ -247,6 +247,13 @@ WAREHOUSE = obj(
     last_error_at=NULLABLE_STRING,
     warnings=string_list(),
 )
+WAREHOUSE_TABLE = obj(
+    ("schema", "table", "rows"),
+    False,
+    schema={"type": "string", "description": "the source's schema"},
+    table=STRING,
+    rows=INTEGER,
+)
 SYNC_RESULT = obj(
     ("name", "events", "rows", "batches", "position", "head", "warnings"),
     True,

@@ -43,6 +43,7 @@ from trackyard.spec import format_ms, now_ms
 from trackyard.store import SourceExists, SourceNotFound
 from trackyard.store.archive import ReplayNotFound
 from trackyard.store.delivery import DestinationExists, DestinationNotFound
+from trackyard.warehouse.errors import WarehouseError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -473,11 +474,17 @@ class Pages:
 
     # -- warehouses ----------------------------------------------------------------------------
     def warehouses(self, view: View) -> Response:
-        return view.render(
-            "warehouses.html",
-            nav="warehouses",
-            warehouses=service.warehouses(view.store, self.admin.builtin_warehouse),
-        )
+        """Each warehouse's status, and its tables with their row counts (or why they cannot be listed)."""
+        rows = service.warehouses(view.store, self.admin.builtin_warehouse)
+        for row in rows:
+            row["tables"], row["tables_error"] = [], None
+            try:
+                row["tables"] = service.warehouse_tables(
+                    view.store, self.admin.builtin_warehouse, row["name"]
+                )
+            except WarehouseError as exc:
+                row["tables_error"] = str(exc)
+        return view.render("warehouses.html", nav="warehouses", warehouses=rows)
 
     def sync_warehouse(self, view: View) -> Response:
         name = view.param("name")

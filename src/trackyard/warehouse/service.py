@@ -1,4 +1,4 @@
-"""Warehouse administration for the CLI, the JSON API and the UI: add, list, sync, status.
+"""Warehouse administration for the CLI, the JSON API and the UI: add, list, sync, status, tables.
 
 Functions take a store and plain values and return plain data. `builtin` is the serving
 process's own DuckDB warehouse (registry.builtin), or None when it is switched off.
@@ -6,6 +6,7 @@ process's own DuckDB warehouse (registry.builtin), or None when it is switched o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from trackyard.warehouse.registry import (
 )
 
 SYNC_LOCK_TIMEOUT_S = 120.0  # a serving process may be loading the same warehouse
+TABLES_LOCK_TIMEOUT_S = 5.0  # how long listing tables waits for a load holding a DuckDB file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 
 
@@ -124,3 +126,11 @@ def status(store: Store, builtin: WarehouseConfig | None) -> list[dict[str, Any]
             }
         )
     return rows
+
+
+def warehouse_tables(store: Store, builtin: WarehouseConfig | None, name: str) -> list[dict[str, Any]]:
+    """The tables of one warehouse's source schemas with their row counts, by schema then table."""
+    config = find(store, builtin, name)
+    dialect = dialect_for(config.dialect, config.settings, lock_timeout_s=TABLES_LOCK_TIMEOUT_S)
+    schemas = {source.slug for source in store.list_sources()}
+    return [dataclasses.asdict(table) for table in sorted(dialect.tables(schemas))]

@@ -1,7 +1,8 @@
 """Warehouse dialects: one module per database behind one small interface.
 
 A dialect (`Dialect`) knows its limits (`max_identifier_length`, `max_columns`), can
-`ping` its database and `describe` where it is (without secrets), and opens a `Session`: one connection that holds the warehouse's
+`ping` its database, `describe` where it is (without secrets) and list the `tables` of
+some schemas with their row counts, and opens a `Session`: one connection that holds the warehouse's
 load lock until it closes, so two loaders never load the same events. A session offers
 
 - `position()`: the last log seq loaded, kept in the warehouse itself (`_trackyard.position`)
@@ -43,6 +44,15 @@ if TYPE_CHECKING:  # kept out of imports at run time: listing warehouses needs n
 
 TableRef = tuple[str, str]
 STATE_SCHEMA = "_trackyard"
+
+
+@dataclass(frozen=True, order=True)
+class TableRows:
+    """A table of the warehouse and how many rows it holds."""
+
+    schema: str
+    table: str
+    rows: int
 
 
 @dataclass
@@ -163,6 +173,10 @@ class Dialect(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the warehouse is, without secrets."""
+
+    @abstractmethod
+    def tables(self, schemas: Iterable[str]) -> list[TableRows]:
+        """The tables of these schemas with their exact row counts."""
 
 
 def dialect_for(kind: str, settings: dict[str, Any], lock_timeout_s: float = 0.0) -> Dialect:

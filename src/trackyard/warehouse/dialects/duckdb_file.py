@@ -6,6 +6,8 @@ batch's in-memory DuckDB for one load and detaches it at once: between loads any
 `duckdb` shell or dbt run can open it. Rows go from the batch to the file inside DuckDB
 (INSERT … SELECT), never through Python. The file lock is the load lock: a second loader
 waits for it (up to `lock_timeout_s`) and then reads the position the first one left.
+Listing the tables attaches the file the same way, read-only, so it waits for a load as a
+second loader would and never opens a file a load holds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from trackyard.warehouse.batch import LogBatch
-from trackyard.warehouse.dialects import STATE_SCHEMA, Dialect, Session, TableRef
+from trackyard.warehouse.dialects import STATE_SCHEMA, Dialect, Session, TableRef, TableRows
 from trackyard.warehouse.errors import WarehouseBusy, WarehouseUnavailable
 from trackyard.warehouse.naming import literal, quote
 from trackyard.warehouse.types import ColumnType
@@ -73,11 +75,34 @@ class DuckDBDialect(Dialect):
         finally:
             engine.execute(f"DETACH {ALIAS}")
 
-    def _attach(self, engine: duckdb.DuckDBPyConnection) -> None:
+    def tables(self, schemas: Iterable[str]) -> list[TableRows]:
+        names = ", ".join(literal(s) for s in schemas)
+        if not names or not self.path.exists():  # nothing loaded yet
+            return []
+        engine = duckdb.connect()
+        try:
+            self._attach(engine, read_only=True)
+            listed = engine.execute(
+                f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{ALIAS}' "
+                f"AND schema_name IN ({names})"
+            ).fetchall()
+            return [
+                TableRows(
+                    ref[0],
+                    ref[1],
+                    int(engine.execute(f"SELECT count(*) FROM {_table(ref)}").fetchall()[0][0]),
+                )
+                for ref in listed
+            ]
+        finally:
+            engine.close()
+
+    def _attach(self, engine: duckdb.DuckDBPyConnection, read_only: bool = False) -> None:
+        options = " (READ_ONLY)" if read_only else ""
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                engine.execute(f"ATTACH {literal(str(self.path))} AS {ALIAS}")
+                engine.execute(f"ATTACH {literal(str(self.path))} AS {ALIAS}{options}")
                 return
             except (duckdb.IOException, duckdb.ResourceInUseException) as exc:
                 if not _held_elsewhere(exc):

@@ -12,6 +12,11 @@ Widening a column that a view uses (dbt's `segment` package makes one over `page
 fails with "cannot alter type of a column used by a view or rule" (contract §4.9). The
 attempt runs in a savepoint; on that error the column keeps its type and the plan adds
 a `<column>__varchar` companion (plan.TablePlan.use_companion): the load goes on.
+
+Listing the tables counts each one's rows with `count(*)` (the tables come from
+information_schema). `pg_class.reltuples` would be free but is an estimate: -1 until a
+table's first ANALYZE and stale until autovacuum runs again, so a table just loaded
+would show no rows or old counts. The exact count costs a scan of each table.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from trackyard.warehouse.batch import LogBatch
-from trackyard.warehouse.dialects import STATE_SCHEMA, Dialect, Session, TableRef
+from trackyard.warehouse.dialects import STATE_SCHEMA, Dialect, Session, TableRef, TableRows
 from trackyard.warehouse.errors import WarehouseUnavailable
 from trackyard.warehouse.types import ColumnType
 
@@ -57,6 +62,10 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname = ANY(%s)
 ORDER BY a.attnum
+"""
+_TABLES = """
+SELECT table_schema, table_name FROM information_schema.tables
+WHERE table_type = 'BASE TABLE' AND table_schema = ANY(%s)
 """
 
 
@@ -94,6 +103,14 @@ class PostgresDialect(Dialect):
         with self._connect() as conn:
             conn.execute("SELECT 1")
 
+    def tables(self, schemas: Iterable[str]) -> list[TableRows]:
+        try:
+            with self._connect() as conn:
+                listed = conn.execute(_TABLES, (list(schemas),)).fetchall()
+                return [TableRows(ref[0], ref[1], _count(conn, ref)) for ref in listed]
+        except psycopg.OperationalError as exc:
+            raise WarehouseUnavailable(f"PostgreSQL warehouse {self.where} failed: {exc}") from exc
+
     @contextmanager
     def session(self, engine: duckdb.DuckDBPyConnection) -> Iterator[Session]:
         conn = self._connect()
@@ -109,6 +126,10 @@ class PostgresDialect(Dialect):
 
 def _table(ref: TableRef) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(ref[0]), sql.Identifier(ref[1]))
+
+
+def _count(conn: psycopg.Connection, ref: TableRef) -> int:
+    return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(ref))).fetchall()[0][0])
 
 
 def _columns(names: list[str]) -> sql.Composed:
