@@ -54,7 +54,7 @@ class Config:
     replay_lease_s: float = 15.0
     default_warehouse: bool = True  # DATA_DIR/warehouse.duckdb, loaded by `serve`
     warehouse_interval_s: float = 30.0
-    warehouse_batch_events: int = 250_000
+    warehouse_batch_events: int = 25_000  # serve loads in the background: bounded memory beats throughput
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Config:
@@ -87,7 +87,7 @@ class Config:
             "default_warehouse": env.get("TRACKYARD_DEFAULT_WAREHOUSE", "on").lower()
             not in ("off", "0", "false"),
             "warehouse_interval_s": float(env.get("TRACKYARD_WAREHOUSE_INTERVAL_S", 30)),
-            "warehouse_batch_events": int(env.get("TRACKYARD_WAREHOUSE_BATCH_EVENTS", 250_000)),
+            "warehouse_batch_events": int(env.get("TRACKYARD_WAREHOUSE_BATCH_EVENTS", 25_000)),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:
