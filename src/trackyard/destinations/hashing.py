@@ -47,6 +47,8 @@ import unicodedata
 from collections.abc import Callable
 from datetime import date
 
+from trackyard.destinations.base import SettingsError
+
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_SEPARATORS = re.compile(r"[\s\-().\[\]/]")
@@ -128,6 +130,14 @@ def normalize_email(value: object, *, drop_gmail_dots: bool = False) -> str | No
     if drop_gmail_dots and domain in GMAIL_DOMAINS:
         email = f"{local.replace('.', '')}@{domain}"
     return email
+
+
+def check_phone_country_code(code: str | None, destination: str) -> None:
+    """A `phone_country_code` setting must be 1 to 3 digits (a leading `+` allowed)."""
+    if code is not None and not (code.lstrip("+").isdigit() and len(code.lstrip("+")) <= 3):
+        raise SettingsError(
+            f"{destination}: setting 'phone_country_code' must be 1 to 3 digits; got {code!r}"
+        )
 
 
 def normalize_phone(value: object, default_country_code: str | None = None) -> str | None:

@@ -86,6 +86,7 @@ from trackyard.destinations.base import (
     retry_after_seconds,
     setting,
 )
+from trackyard.destinations.hashing import check_phone_country_code
 from trackyard.spec.timestamps import parse_ms
 
 GRAPH_URL = "https://graph.facebook.com"
@@ -166,11 +167,7 @@ class MetaConversionsSettings(HTTPSettings):
             raise SettingsError(
                 f"meta_conversions: setting 'api_version' must look like v24.0; got {self.api_version!r}"
             )
-        code = self.phone_country_code
-        if code is not None and not (code.lstrip("+").isdigit() and len(code.lstrip("+")) <= 3):
-            raise SettingsError(
-                f"meta_conversions: setting 'phone_country_code' must be 1 to 3 digits; got {code!r}"
-            )
+        check_phone_country_code(self.phone_country_code, "meta_conversions")
         if not 1 <= self.batch_size <= MAX_EVENTS:
             raise SettingsError(
                 f"meta_conversions: setting 'batch_size' must be between 1 and {MAX_EVENTS}; got {self.batch_size}"

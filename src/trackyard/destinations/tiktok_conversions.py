@@ -73,6 +73,7 @@ from trackyard.destinations.base import (
     retry_after_seconds,
     setting,
 )
+from trackyard.destinations.hashing import check_phone_country_code
 from trackyard.spec.timestamps import parse_ms
 
 API_URL = "https://business-api.tiktok.com"
@@ -139,11 +140,7 @@ class TikTokConversionsSettings(HTTPSettings):
     )
 
     def __post_init__(self) -> None:
-        code = self.phone_country_code
-        if code is not None and not (code.lstrip("+").isdigit() and len(code.lstrip("+")) <= 3):
-            raise SettingsError(
-                f"tiktok_conversions: setting 'phone_country_code' must be 1 to 3 digits; got {code!r}"
-            )
+        check_phone_country_code(self.phone_country_code, "tiktok_conversions")
         if not 1 <= self.batch_size <= MAX_EVENTS:
             raise SettingsError(
                 f"tiktok_conversions: setting 'batch_size' must be between 1 and {MAX_EVENTS}; got {self.batch_size}"
