@@ -197,14 +197,15 @@ def metadata(args: argparse.Namespace, started: float, idle_busy_cores: float) -
 
 
 # -- rendering -----------------------------------------------------------------------------
-def _num(value: float | None, digits: int = 0) -> str:
+def number(value: float | None, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:,.{digits}f}"
 
 
-def _table(header: list[str], lines: list[list[str]]) -> str:
-    align = ["---" if i < 2 else "---:" for i in range(len(header))]
+def markdown_table(header: list[str], lines: list[list[str]], left: int = 2) -> str:
+    """A Markdown table whose first `left` columns are aligned left, the others (numbers) right."""
+    align = ["---" if i < left else "---:" for i in range(len(header))]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(line) + " |" for line in lines]
     return "\n".join(out)
@@ -217,19 +218,19 @@ def _peak_line(row: dict[str, Any]) -> list[str]:
     return [
         row["scenario"],
         row["target"],
-        _num(p["events_per_s"]),
-        _num(p["requests_per_s"]),
-        _num(p["p50_ms"], 2),
-        _num(p["p99_ms"], 2),
-        _num(row["peak_rss_mb"], 0),
-        _num(p["server_us_per_req"], 0),
-        _num(p["server_us_per_event"], 1),
-        _num(p["server_cores"], 2),
-        _num(p["loop_thread_cores"], 2),
-        _num(p["postgres_cores"], 2) if row["target"].endswith("postgres") else "–",
-        _num(p["loadgen_cores"], 2),
-        _num(p["host_cores"], 2),
-        _num(p["host_cores"] - p["server_cores"] - p["postgres_cores"] - p["loadgen_cores"], 2),
+        number(p["events_per_s"]),
+        number(p["requests_per_s"]),
+        number(p["p50_ms"], 2),
+        number(p["p99_ms"], 2),
+        number(row["peak_rss_mb"], 0),
+        number(p["server_us_per_req"], 0),
+        number(p["server_us_per_event"], 1),
+        number(p["server_cores"], 2),
+        number(p["loop_thread_cores"], 2),
+        number(p["postgres_cores"], 2) if row["target"].endswith("postgres") else "–",
+        number(p["loadgen_cores"], 2),
+        number(p["host_cores"], 2),
+        number(p["host_cores"] - p["server_cores"] - p["postgres_cores"] - p["loadgen_cores"], 2),
         _ratio(row),
     ]
 
@@ -237,7 +238,7 @@ def _peak_line(row: dict[str, Any]) -> list[str]:
 def _ratio(row: dict[str, Any]) -> str:
     if row["target"].startswith("floor"):
         return "1"
-    return _num(row["ratio_to_floor"], 3)
+    return number(row["ratio_to_floor"], 3)
 
 
 def _half_line(row: dict[str, Any]) -> list[str]:
@@ -245,13 +246,13 @@ def _half_line(row: dict[str, Any]) -> list[str]:
     return [
         row["scenario"],
         row["target"],
-        _num(h["offered_rps"]),
-        _num(h["achieved_rps"]),
-        _num(h["events_per_s"]),
-        _num(h["p50_ms"], 2),
-        _num(h["p99_ms"], 2),
-        _num(h["failed"]),
-        _num(h["loadgen_cores"], 2),
+        number(h["offered_rps"]),
+        number(h["achieved_rps"]),
+        number(h["events_per_s"]),
+        number(h["p50_ms"], 2),
+        number(h["p99_ms"], 2),
+        number(h["failed"]),
+        number(h["loadgen_cores"], 2),
     ]
 
 
@@ -261,7 +262,7 @@ def _verdict(met: bool | None) -> str:
 
 def _check_line(check: dict[str, Any]) -> list[str]:
     measured = check["measured"]
-    shown = _num(measured, 1 if "ms" in check["wanted"] else 0) if isinstance(measured, float) else measured
+    shown = number(measured, 1 if "ms" in check["wanted"] else 0) if isinstance(measured, float) else measured
     return [check["what"], check["wanted"], shown, _verdict(check["met"])]
 
 
@@ -273,7 +274,7 @@ def _integrity_lines(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"- {row['scenario']} × {row['target']}: every acknowledged event stored and no messageId stored "
             f"twice: {_verdict(row['durable_unique'])}; re-sent messageIds dropped: {_verdict(row['dedupe_ok'])}; "
-            f"RSS growth {_num(row['rss_growth_bytes_per_event'])} bytes per stored event"
+            f"RSS growth {number(row['rss_growth_bytes_per_event'])} bytes per stored event"
         )
     return lines
 
@@ -297,11 +298,11 @@ def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         "Peak (closed loop):",
         "",
-        _table(peak_header, [_peak_line(r) for r in rows]),
+        markdown_table(peak_header, [_peak_line(r) for r in rows]),
         "",
         "Half the peak rate (open loop, latency from each request's due time):",
         "",
-        _table(half_header, half_rows) if half_rows else "(not run)",
+        markdown_table(half_header, half_rows) if half_rows else "(not run)",
         "",
         "Integrity:",
         "",
@@ -309,7 +310,7 @@ def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         "Targets:",
         "",
-        _table(["target", "wanted", "measured", "met"], [_check_line(c) for c in summary["checks"]]),
+        markdown_table(["target", "wanted", "measured", "met"], [_check_line(c) for c in summary["checks"]]),
     ]
     return "\n".join(parts)
 
