@@ -179,7 +179,11 @@ def test_failures_are_stored_with_their_reason_and_filtered(store: Store):
     now = now_ms()
     # over 32 KiB: kept as a summary of its short fields, still valid JSON
     huge = FailureRecord.of(
-        web.id, now, "too_large", "message over 32 KiB", {"type": "track", "userId": "ü", "text": "✓" * 20_000}
+        web.id,
+        now,
+        "too_large",
+        "message over 32 KiB",
+        {"type": "track", "userId": "ü", "text": "✓" * 20_000},
     )
     failures = [
         FailureRecord.of(web.id, now - HOUR_MS, "invalid_type", "unknown type 'tracks'", {"type": "tracks"}),
@@ -406,14 +410,16 @@ def test_postgres_dedupe_holds_across_processes_racing_on_the_same_ids(
     assert len(set(ids(stored))) == 5 * per_round
 
 
-def test_postgres_prune_dedupe_deletes_in_batches(pg_stores: Callable[..., PostgresStore]):
+def test_postgres_prune_dedupe_drops_whole_bucket_tables(pg_stores: Callable[..., PostgresStore]):
     store = pg_stores(dedupe_window_s=1)
     store.migrate()
-    store.prune_batch = 3
     source = store.create_source("web", "key")
     old = now_ms() - HOUR_MS
-    store.append([event(source.id, f"m-{i}", old + i) for i in range(10)])
+    store.append([event(source.id, f"m-{i}", old + i * 1000) for i in range(10)])
+    buckets = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ '^dedupe'"
+    assert store._query(buckets) == [(10,)]
     assert store.prune_dedupe(now_ms()) == 10
+    assert store._query(buckets) == [(0,)]
     assert store.append([event(source.id, "m-0")]).stored == 1
 
 

@@ -22,7 +22,7 @@ from trackyard.delivery.recorder import Recorder
 from trackyard.delivery.worker import DestinationWorker, LeaseHandle, WorkerOptions, consumer_name
 from trackyard.destinations import registry
 from trackyard.destinations.base import DestinationSettings, SettingsError, parse_settings
-from trackyard.store import Store
+from trackyard.store import Store, StoreUnavailable
 from trackyard.store.delivery import DestinationConfig
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,14 @@ class DeliveryEngine:
                 await recorder
 
     async def _sync(self) -> None:
+        # renewals first: the other work of a sync must not eat into the leases' local deadline
+        for name, running in list(self._running.items()):
+            if running.task.done() or not await self._renew(running):
+                await self._stop(name)
         units = {unit.lease_name: unit for unit in await asyncio.to_thread(self._units)}
         for name, running in list(self._running.items()):
             unit = units.get(name)
-            stale = unit is None or unit.config.updated_ms != running.unit.config.updated_ms
-            if stale or running.task.done() or not await self._renew(running):
+            if unit is None or unit.config.updated_ms != running.unit.config.updated_ms:
                 await self._stop(name)
         share = await asyncio.to_thread(self._fair_share, len(units))
         for name in sorted(self._running)[share:]:  # a process joined: hand units over
@@ -150,16 +153,26 @@ class DeliveryEngine:
         return math.ceil(units / max(1, len(workers)))
 
     def _valid_until(self) -> float:
-        """A local deadline a third of the TTL before the lease's expiry (clock drift, pauses)."""
+        """A local deadline a third of the TTL before the lease's expiry (clock drift, pauses).
+        Taken *before* asking for the lease: the store counts the expiry from a moment at or
+        after this one, however long the call then waits (a busy connection, a slow server)."""
         return time.monotonic() + self.lease_ttl_s * 2 / 3
 
+    def _acquire(self, name: str) -> int | None:
+        """Take or renew a lease; once more, on a fresh connection, when the store's connection
+        was cut (taking a lease is idempotent for one owner), so a cut does not cost the lease."""
+        ttl_ms = int(self.lease_ttl_s * 1000)
+        try:
+            return self.store.acquire(name, self.owner, ttl_ms)
+        except StoreUnavailable:
+            return self.store.acquire(name, self.owner, ttl_ms)
+
     async def _take(self, unit: Unit) -> None:
-        generation = await asyncio.to_thread(
-            self.store.acquire, unit.lease_name, self.owner, int(self.lease_ttl_s * 1000)
-        )
+        valid_until = self._valid_until()
+        generation = await asyncio.to_thread(self._acquire, unit.lease_name)
         if generation is None:
             return
-        lease = LeaseHandle(unit.lease_name, self.owner, generation, self._valid_until())
+        lease = LeaseHandle(unit.lease_name, self.owner, generation, valid_until)
         worker = DestinationWorker(
             self.store,
             unit.config,
@@ -176,16 +189,15 @@ class DeliveryEngine:
         log.info("destination %s partition %d/%d started", unit.config.name, unit.partition, unit.partitions)
 
     async def _renew(self, running: _Running) -> bool:
-        generation = await asyncio.to_thread(
-            self.store.acquire, running.lease.name, self.owner, int(self.lease_ttl_s * 1000)
-        )
+        valid_until = self._valid_until()
+        generation = await asyncio.to_thread(self._acquire, running.lease.name)
         if generation != running.lease.generation:
             log.warning(
                 "lease %s lost (generation %s → %s)", running.lease.name, running.lease.generation, generation
             )
             running.lease.valid_until = 0.0
             return False
-        running.lease.valid_until = self._valid_until()
+        running.lease.valid_until = valid_until
         return True
 
     async def _stop(self, name: str) -> None:

@@ -47,7 +47,7 @@ from trackyard.destinations.base import (
     secret_values,
 )
 from trackyard.pipeline import EventFilter, route
-from trackyard.store import Store, StoredEvent
+from trackyard.store import Store, StoredEvent, StoreUnavailable
 from trackyard.store.delivery import Attempt, DeadLetter, DestinationConfig
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 300.0
 POSITION_SAVE_S = 0.2
 RETRY_AFTER_CAP_S = 600.0  # a tool may ask for a pause; not for an unbounded one
+DEAD_LETTER_RETRY_S = 0.5
+DEAD_LETTER_RETRY_CAP_S = 30.0
 
 
 class LeaseLost(Exception):
@@ -201,10 +203,21 @@ class DestinationWorker:
 
     async def _next_page(self) -> list[StoredEvent] | None:
         """The next events after `read_upto`; an empty list means none yet, None means no more ever."""
-        page = await asyncio.to_thread(self.store.read_log, self.read_upto, PAGE_SIZE, self.config.source_id)
-        if not page and self.read_upto < (head := await asyncio.to_thread(self.store.head)):
-            self.read_upto = head  # only other sources' events lie between: nothing pending for us
+        page = await self._read_page()
+        if page:
+            return page
+        # Up to the head there may be other sources' events only: skip them. The head is read
+        # *before* looking again, never after an empty read: an event of ours committed in
+        # between would lie below a head read afterwards, and be skipped, never delivered.
+        head = await asyncio.to_thread(self.store.head)
+        if self.read_upto < head:
+            page = await self._read_page()
+            if not page:
+                self.read_upto = head
         return page
+
+    async def _read_page(self) -> list[StoredEvent]:
+        return await asyncio.to_thread(self.store.read_log, self.read_upto, PAGE_SIZE, self.config.source_id)
 
     def _prepare(self, event: dict[str, Any]) -> dict[str, Any]:
         """The event as this worker routes it (a replay narrows its integrations)."""
@@ -467,8 +480,22 @@ class DestinationWorker:
         if item.tag.dead_letter_id:
             self.recorder.dead_letter_failed(letter)
         else:
-            # written before the position may pass the event: a crash cannot lose it
-            await asyncio.to_thread(self.store.add_dead_letters, [letter])
+            await self._keep_dead_letter(letter)
+
+    async def _keep_dead_letter(self, letter: DeadLetter) -> None:
+        """Written before the position may pass the event, so a crash cannot lose it. While
+        the store is unreachable the event stays pending and the write is tried again."""
+        delay = DEAD_LETTER_RETRY_S
+        while True:
+            try:
+                await asyncio.to_thread(self.store.add_dead_letters, [letter])
+                return
+            except StoreUnavailable as exc:
+                if self.lease is not None:
+                    self.lease.check()
+                log.warning("%s: dead letter not written yet (%s); again in %.1f s", self.label, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DEAD_LETTER_RETRY_CAP_S)
 
     def _request_excerpt(self, request: Request) -> str:
         headers = "\n".join(

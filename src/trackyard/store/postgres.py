@@ -5,9 +5,15 @@ Processes coordinate only through the database:
 - seq allocation: a one-row `log_head` table. Its row lock, taken by every append and held
   until commit, serialises appenders, so commits (and therefore visibility) follow seq order
   and a consumer reading `seq > after` never skips a row that commits later;
-- dedupe: a `dedupe` table keyed by (source_id, message_id). An append claims its ids with
-  INSERT ... ON CONFLICT DO NOTHING *before* taking the head lock, so waiting on another
-  writer's uncommitted claim never holds up every other appender;
+- dedupe: one table per time bucket as long as the dedupe window (`dedupe_<bucket start ms>`),
+  keyed by (source_id, message_id), so forgetting old ids drops whole tables, never deletes
+  rows (a table and its index would keep their disk). An append claims its ids in their
+  receipt's bucket with INSERT ... ON CONFLICT DO NOTHING *before* taking the head lock, so
+  waiting on another writer's uncommitted claim never holds up every other appender. Two
+  receipts less than a window apart lie in the same or adjacent buckets: under the head lock,
+  after every earlier appender committed, the ids claimed anew are looked up in the adjacent
+  buckets, so a repeat is caught whichever bucket holds the first. An id is remembered for at
+  least the window and at most twice it plus a grace period (`prune_dedupe`);
 - migrations: serialised by a transaction-scoped advisory lock.
 
 Log bodies are TEXT, not jsonb: jsonb costs 1.5x on ingest (limits.md §3b). Failure bodies
@@ -16,6 +22,7 @@ are BYTEA because truncation to MAX_FAILURE_BODY may cut a UTF-8 sequence in hal
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +61,11 @@ CONNECT_TIMEOUT_S = 3
 MIGRATION_LOCK = 0x74726B79
 # Errors after which the connection cannot be trusted: server down, connection cut, admin shutdown.
 DISCONNECTED = (psycopg.OperationalError, psycopg.InterfaceError)
+# A log read asks for bounded seq ranges (first `limit` seqs, then doubling up to this):
+# a bounded range keeps the plan an index range scan even before autovacuum has analyzed
+# a fresh segment. With `seq > n` alone and a source filter, an unanalyzed segment was
+# read whole and sorted for every page.
+MAX_READ_SPAN = 64_000
 
 MIGRATIONS: list[str] = [
     """
@@ -233,6 +245,11 @@ MIGRATIONS: list[str] = [
         heartbeat_ms BIGINT NOT NULL
     );
     """,
+    # dedupe ids move to per-bucket tables (`_move_legacy_dedupe`, which needs the window)
+    """
+    DROP INDEX dedupe_received;
+    ALTER TABLE dedupe RENAME TO dedupe_legacy;
+    """,
 ]
 
 _SEGMENT_DDL = """
@@ -246,18 +263,44 @@ CREATE TABLE {} (
 )
 """
 
+# Key of the advisory lock that serialises creating dedupe bucket tables ("tydd").
+DEDUPE_DDL_LOCK = 0x74796464
+# Dropping an old bucket waits at most this long for readers of it, so it never queues
+# the appenders that would look the table up behind its exclusive lock.
+DROP_LOCK_TIMEOUT = "2s"
+# A bucket is dropped this long (or one bucket, if shorter) after it stops being a neighbour
+# of the current one: an append still in flight may look it up meanwhile.
+DROP_GRACE_MS = 300_000
+DEDUPE_PREFIX = "dedupe_"
+
+_BUCKET_DDL = """
+CREATE TABLE IF NOT EXISTS {} (
+    source_id INT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (source_id, message_id)
+)
+"""
+
 _CLAIM_IDS = """
-INSERT INTO dedupe (source_id, message_id, received_ms)
-SELECT * FROM unnest(%s::int[], %s::text[], %s::bigint[])
+INSERT INTO {} (source_id, message_id)
+SELECT * FROM unnest(%s::int[], %s::text[])
 ON CONFLICT DO NOTHING
 RETURNING source_id, message_id
 """
 
-_PRUNE_IDS = """
-DELETE FROM dedupe WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM dedupe WHERE received_ms < %s LIMIT %s
-))
+_SEEN_IDS = """
+SELECT d.source_id, d.message_id
+FROM unnest(%s::int[], %s::text[]) AS k (source_id, message_id)
+JOIN {} AS d USING (source_id, message_id)
 """
+
+_EXISTING_TABLES = (
+    "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(quote_ident(name)) IS NOT NULL"
+)
+
+_BUCKET_TABLES = (
+    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ '^dedupe_[0-9]+$'"
+)
 
 
 class PostgresStore(Store):
@@ -268,7 +311,6 @@ class PostgresStore(Store):
     """
 
     kind = "postgres"
-    prune_batch = 10_000
 
     def __init__(
         self,
@@ -279,6 +321,9 @@ class PostgresStore(Store):
     ) -> None:
         params = conninfo_to_dict(url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        # names this process's backends in pg_stat_activity (operators, and the chaos test
+        # that cuts them); a URL's own application_name wins
+        params.setdefault("application_name", f"trackyard-{os.getpid()}")
         self._conninfo = make_conninfo(**params)
         # For error messages: the URL itself may carry a password.
         self.where = (
@@ -286,6 +331,8 @@ class PostgresStore(Store):
         )
         self.segment_rows = segment_rows
         self.dedupe_window_ms = dedupe_window_s * 1000
+        self.dedupe_bucket_ms = max(1000, self.dedupe_window_ms)
+        self._buckets: set[int] = set()  # starts of the bucket tables known to exist
         self._write_lock = threading.Lock()
         self._writer: Connection | None = None
         self._local = threading.local()
@@ -372,6 +419,7 @@ class PostgresStore(Store):
                 if version > current:
                     conn.execute(script)
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            _move_legacy_dedupe(conn, self.dedupe_bucket_ms)
             if conn.execute("SELECT 1 FROM log_segments LIMIT 1").fetchone() is None:
                 _open_segment(conn, segment_id=1, first_seq=1)
 
@@ -419,8 +467,27 @@ class PostgresStore(Store):
     # -- the log ---------------------------------------------------------------------
     def append(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord] = ()) -> AppendResult:
         unique = _first_occurrences(records)
+        buckets = {bucket_start(record.received_ms, self.dedupe_bucket_ms) for record in unique.values()}
+        self._ensure_buckets(buckets)
+        try:
+            fresh = self._append(unique, failures)
+        except psycopg.errors.UndefinedTable:
+            # another process dropped an old bucket this one still believed in: create it again
+            self._buckets.clear()
+            self._ensure_buckets(buckets)
+            fresh = self._append(unique, failures)
+        return AppendResult(len(fresh), len(records) - len(fresh), len(failures))
+
+    def _append(
+        self, unique: dict[tuple[int, str], LogRecord], failures: Sequence[FailureRecord]
+    ) -> list[LogRecord]:
+        """One transaction: claim the ids, then, under the head lock, drop those claimed in an
+        adjacent bucket, append the rest and the failures; returns the records appended."""
         with self._write() as conn:
-            fresh = _claim_ids(conn, unique) if unique else []
+            fresh = _claim_ids(conn, unique, self.dedupe_bucket_ms) if unique else []
+            if fresh:
+                conn.execute("SELECT next_seq FROM log_head FOR UPDATE")
+                fresh = _unseen_nearby(conn, fresh, self.dedupe_bucket_ms)
             if fresh:
                 self._append_rows(conn, fresh)
             if failures:
@@ -429,7 +496,18 @@ class PostgresStore(Store):
                     "VALUES (%s, %s, %s, %s, %s)",
                     [(f.source_id, f.received_ms, f.code, f.reason, f.body) for f in failures],
                 )
-        return AppendResult(len(fresh), len(records) - len(fresh), len(failures))
+        return fresh
+
+    def _ensure_buckets(self, starts: set[int]) -> None:
+        """Create the bucket tables not yet known to exist (another process may have made them)."""
+        missing = starts - self._buckets
+        if not missing:
+            return
+        with self._write() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (DEDUPE_DDL_LOCK,))
+            for start in sorted(missing):
+                conn.execute(sql.SQL(_BUCKET_DDL).format(sql.Identifier(bucket_table(start))))
+        self._buckets |= missing
 
     def _append_rows(self, conn: Connection, records: list[LogRecord]) -> None:
         """Allocate seqs under the head lock, rotate the segment if it is full, COPY the rows."""
@@ -459,16 +537,27 @@ class PostgresStore(Store):
         )
 
     def prune_dedupe(self, now_ms: int) -> int:
-        """Delete in batches of `prune_batch`, one short transaction each, so appends waiting
-        for the writer connection and other processes' claims are never held up for long."""
-        horizon = now_ms - self.dedupe_window_ms
-        forgotten = 0
-        while True:
-            with self._write() as conn:
-                deleted = conn.execute(_PRUNE_IDS, (horizon, self.prune_batch)).rowcount
-            forgotten += deleted
-            if deleted < self.prune_batch:
-                return forgotten
+        """Drop the bucket tables older than the previous bucket (as of a grace period ago):
+        every id in them is older than the window, and no append looks them up any more
+        (appends look at the buckets next to their own). Returns how many ids were forgotten."""
+        grace = min(self.dedupe_bucket_ms, DROP_GRACE_MS)
+        keep_from = bucket_start(now_ms - grace, self.dedupe_bucket_ms) - self.dedupe_bucket_ms
+        rows = self._read(lambda conn: conn.execute(_BUCKET_TABLES).fetchall())
+        starts = sorted(int(name.removeprefix(DEDUPE_PREFIX)) for (name,) in rows)
+        return sum(self._drop_bucket(start) for start in starts if start < keep_from)
+
+    def _drop_bucket(self, start: int) -> int:
+        """Drop one bucket table; returns how many ids it held (0 if another process dropped it)."""
+        self._buckets.discard(start)
+        name = bucket_table(start)
+        with self._write() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (DEDUPE_DDL_LOCK,))
+            if not conn.execute(_EXISTING_TABLES, ([name],)).fetchall():
+                return 0
+            conn.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+            counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+        return int(counted[0]) if counted else 0
 
     def drop_segment(self, segment_id: int) -> None:
         with self._write() as conn:
@@ -556,19 +645,79 @@ def _first_occurrences(records: Sequence[LogRecord]) -> dict[tuple[int, str], Lo
     return unique
 
 
-def _claim_ids(conn: Connection, unique: dict[tuple[int, str], LogRecord]) -> list[LogRecord]:
-    """Insert the ids into `dedupe`; return, in batch order, the records whose id was new.
+def bucket_start(received_ms: int, bucket_ms: int) -> int:
+    return received_ms - received_ms % bucket_ms
 
-    Keys go in sorted order so two appenders with overlapping ids wait on each other in
-    the same order and cannot deadlock.
+
+def bucket_table(start_ms: int) -> str:
+    return f"{DEDUPE_PREFIX}{start_ms}"
+
+
+def _claim_ids(conn: Connection, unique: dict[tuple[int, str], LogRecord], bucket_ms: int) -> list[LogRecord]:
+    """Insert the ids into their receipt's bucket; return, in batch order, the records whose
+    id was new there.
+
+    Claims go in (bucket, key) order so two appenders with overlapping ids wait on each other
+    in the same order and cannot deadlock.
     """
-    keys = sorted(unique)
-    claimed = conn.execute(
-        _CLAIM_IDS,
-        ([key[0] for key in keys], [key[1] for key in keys], [unique[key].received_ms for key in keys]),
-    ).fetchall()
-    new = set(claimed)
+    by_bucket: dict[int, list[tuple[int, str]]] = {}
+    for key in sorted(unique):
+        by_bucket.setdefault(bucket_start(unique[key].received_ms, bucket_ms), []).append(key)
+    new: set[tuple[int, str]] = set()
+    for start in sorted(by_bucket):
+        keys = by_bucket[start]
+        query = sql.SQL(_CLAIM_IDS).format(sql.Identifier(bucket_table(start)))
+        new.update(conn.execute(query, ([key[0] for key in keys], [key[1] for key in keys])).fetchall())
     return [record for key, record in unique.items() if key in new]
+
+
+def _unseen_nearby(conn: Connection, records: list[LogRecord], bucket_ms: int) -> list[LogRecord]:
+    """`records` less those whose id is claimed in the bucket before or after their own.
+
+    Run under the head lock, so every appender that took it earlier has committed: of two
+    appenders claiming one id in adjacent buckets at once, the second to take the lock sees
+    the first's claim.
+    """
+    by_bucket: dict[int, list[LogRecord]] = {}
+    for record in records:
+        by_bucket.setdefault(bucket_start(record.received_ms, bucket_ms), []).append(record)
+    keys = {
+        start: ([r.source_id for r in group], [r.message_id for r in group])
+        for start, group in by_bucket.items()
+    }
+    neighbours = [
+        (bucket_table(start + step), start) for start in by_bucket for step in (-bucket_ms, bucket_ms)
+    ]
+    existing = {name for (name,) in conn.execute(_EXISTING_TABLES, ([n for n, _ in neighbours],)).fetchall()}
+    seen: set[tuple[int, str]] = set()
+    for name, start in neighbours:
+        if name in existing:
+            query = sql.SQL(_SEEN_IDS).format(sql.Identifier(name))
+            seen.update(conn.execute(query, keys[start]).fetchall())
+    if not seen:
+        return records
+    return [record for record in records if (record.source_id, record.message_id) not in seen]
+
+
+def _move_legacy_dedupe(conn: Connection, bucket_ms: int) -> None:
+    """Spread the ids of the single dedupe table of schema version 5 over bucket tables."""
+    if not conn.execute(_EXISTING_TABLES, (["dedupe_legacy"],)).fetchall():
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (DEDUPE_DDL_LOCK,))
+    starts = conn.execute(
+        "SELECT DISTINCT received_ms - received_ms %% %s FROM dedupe_legacy", (bucket_ms,)
+    ).fetchall()
+    for (start,) in starts:
+        table = sql.Identifier(bucket_table(start))
+        conn.execute(sql.SQL(_BUCKET_DDL).format(table))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT source_id, message_id FROM dedupe_legacy "
+                "WHERE received_ms >= %s AND received_ms < %s ON CONFLICT DO NOTHING"
+            ).format(table),
+            (start, start + bucket_ms),
+        )
+    conn.execute("DROP TABLE dedupe_legacy")
 
 
 def _open_segment(conn: Connection, segment_id: int, first_seq: int) -> None:
@@ -612,11 +761,15 @@ def _read_log(
         if since_ms is not None and (segment.max_received_ms or 0) < since_ms:
             continue
         query = sql.SQL(
-            "SELECT seq, source_id, received_ms, body FROM {} WHERE seq > %s"
+            "SELECT seq, source_id, received_ms, body FROM {} WHERE seq > %s AND seq <= %s"
             f"{filters} ORDER BY seq LIMIT %s"
         ).format(sql.Identifier(segment.table))
-        rows = conn.execute(query, [after, *params, limit - len(result)]).fetchall()
-        result.extend(
-            StoredEvent(seq, source, received, body.encode()) for seq, source, received, body in rows
-        )
+        start, span = max(after, segment.first_seq - 1), limit
+        while len(result) < limit and start < segment.last_seq:
+            end = min(segment.last_seq, start + span)
+            rows = conn.execute(query, [start, end, *params, limit - len(result)]).fetchall()
+            result.extend(
+                StoredEvent(seq, source, received, body.encode()) for seq, source, received, body in rows
+            )
+            start, span = end, min(span * 2, MAX_READ_SPAN)  # filtered reads: look further each time
     return result

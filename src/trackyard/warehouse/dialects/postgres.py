@@ -22,6 +22,7 @@ would show no rows or old counts. The exact count costs a scan of each table.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -86,7 +87,7 @@ class PostgresDialect(Dialect):
     def __init__(self, url: str) -> None:
         params = conninfo_to_dict(url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        params.setdefault("application_name", "trackyard-warehouse")
+        params.setdefault("application_name", f"trackyard-warehouse-{os.getpid()}")
         self.conninfo = make_conninfo(**params)
         self.where = redacted(url)
 
