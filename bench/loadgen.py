@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -183,6 +184,9 @@ def main() -> None:
         stats = asyncio.run(run(args))
     else:
         stats = uvloop.run(run(args))
+    # The event loop may leave stdout non-blocking: then, while the parent still reads the other
+    # generator, a report over the pipe's 64 KB was cut short (a JSONDecodeError in bench/ingest.py).
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.buffer.write(orjson.dumps(report(stats)))
 
 

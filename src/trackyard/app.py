@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trackyard.admin.server import build_admin_app
 from trackyard.archive.wiring import serving_roles
+from trackyard.archive.writer import CommittedFeed
 from trackyard.config import Config
 from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
@@ -26,6 +27,9 @@ from trackyard.store import Store
 from trackyard.warehouse.runner import WarehouseRunner
 
 log = logging.getLogger(__name__)
+
+MAINTAIN_EVERY_S = 5
+PRUNE_DEDUPE_EVERY_S = 60
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Runtime:
             self.config.builtin_warehouse,
             self.config.warehouse_interval_s,
             self.config.warehouse_batch_events,
+            ingest_busy=self.committer.busy,
         )
 
     async def start(self) -> None:
@@ -74,8 +79,17 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.warehouses.run()))
             self._tasks.extend(
                 asyncio.create_task(role)
-                for role in serving_roles(self.config, self.store, self.delivery.options)
+                for role in serving_roles(self.config, self.store, self.delivery.options, self._feed())
             )
+
+    def _feed(self) -> CommittedFeed | None:
+        """The archive writer takes what this process commits from memory when it ingests too,
+        on the embedded store (PostgreSQL's appends do not say their seqs: no feed to poll)."""
+        if not self.config.serves_ingest or self.config.uses_postgres:
+            return None
+        feed = CommittedFeed()
+        self.committer.stored_listeners.append(feed.committed)
+        return feed
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -103,17 +117,20 @@ class Runtime:
                 log.exception("heartbeat failed; retrying")
 
     async def _maintain(self) -> None:
-        """Refresh the write-key cache and expire old message ids, in the background."""
+        """Refresh the write-key cache and expire old message ids, in the background: every
+        minute, or every half window when the dedupe window is shorter than two minutes."""
+        prune_every_s = min(PRUNE_DEDUPE_EVERY_S, self.config.dedupe_window_s / 2)
+        prune_every_ticks = max(1, int(prune_every_s // MAINTAIN_EVERY_S))
         ticks = 0
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(MAINTAIN_EVERY_S)
             ticks += 1
             try:
                 await asyncio.to_thread(self.sources.reload)
-                if ticks % 12 == 0:
+                if ticks % prune_every_ticks == 0:
                     await asyncio.to_thread(self.store.prune_dedupe, now_ms())
             except Exception:
-                log.exception("maintenance failed; retrying in 5 s")
+                log.exception("maintenance failed; retrying in %d s", MAINTAIN_EVERY_S)
 
 
 def build_app(runtime: Runtime) -> Any:

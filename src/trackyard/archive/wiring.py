@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from trackyard.archive.replay import ReplayScheduler
 from trackyard.archive.retention import RetentionPolicy
 from trackyard.archive.storage import ArchiveStorage, FileSystemStorage, S3Storage
-from trackyard.archive.writer import ArchiveOptions, ArchiveWriter, new_owner
+from trackyard.archive.writer import ArchiveOptions, ArchiveWriter, CommittedFeed, new_owner
 from trackyard.delivery.worker import WorkerOptions
 from trackyard.store import Store
 
@@ -38,10 +38,13 @@ def archive_options(config: Config) -> ArchiveOptions:
     )
 
 
-def serving_roles(config: Config, store: Store, options: WorkerOptions) -> list[Coroutine[Any, Any, None]]:
-    """The archive writer (with log retention) and the runner of pending replays."""
+def serving_roles(
+    config: Config, store: Store, options: WorkerOptions, feed: CommittedFeed | None = None
+) -> list[Coroutine[Any, Any, None]]:
+    """The archive writer (with log retention) and the runner of pending replays; `feed` hands
+    the writer what this process's committer stored."""
     storage = archive_storage(config)
     owner = new_owner()
-    writer = ArchiveWriter(store, storage, archive_options(config), owner)
+    writer = ArchiveWriter(store, storage, archive_options(config), owner, feed)
     scheduler = ReplayScheduler(store, storage, owner, options, config.replay_lease_s)
     return [writer.run(), scheduler.run()]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class _Pending:
 
 
 _STOP = object()
+BUSY_GROUP_REQUESTS = 4  # requests waiting for one commit: they arrive faster than commits end
 
 
 class GroupCommitter:
@@ -46,9 +48,12 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="trackyard-committer", daemon=True)
         self.listeners: list[Callable[[], None]] = []  # called on the writer thread after each commit
+        # (first seq, stored records) of each commit whose store says them, on the writer thread
+        self.stored_listeners: list[Callable[[int, Sequence[LogRecord]], None]] = []
         self.commits = 0
         self.stored = 0
         self.duplicates = 0
+        self._group_full_at = float("-inf")  # time.monotonic() of the last commit of many requests
 
     def start(self) -> None:
         self._thread.start()
@@ -84,7 +89,14 @@ class GroupCommitter:
                 size += len(item.records)  # type: ignore[union-attr]
             self._commit_group(group)
 
+    def busy(self, within_s: float = 1.0) -> bool:
+        """Whether requests queued up behind a commit lately: ingest is running near its peak,
+        and background consumers in this process should leave it the CPU."""
+        return time.monotonic() - self._group_full_at < within_s
+
     def _commit_group(self, group: list[_Pending]) -> None:
+        if len(group) >= BUSY_GROUP_REQUESTS:
+            self._group_full_at = time.monotonic()
         records = [record for pending in group for record in pending.records]
         failures = [failure for pending in group for failure in pending.failures]
         try:
@@ -105,6 +117,9 @@ class GroupCommitter:
         for pending in group:
             pending.loop.call_soon_threadsafe(_resolve, pending.future, None)
         if result.stored:
+            if result.first_seq:
+                for stored_listener in self.stored_listeners:
+                    stored_listener(result.first_seq, result.records)
             for listener in self.listeners:
                 listener()
 

@@ -16,6 +16,7 @@ from trackyard.spec.timestamps import canonical, format_ms
 CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_MESSAGE_ID_LENGTH = 100
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+_ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 
 
 class InvalidEvent(ValueError):
@@ -39,6 +40,11 @@ class Envelope:
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
     received_at: str = field(init=False)
+    # (timestamp or originalTimestamp, sentAt) as sent → their normalised forms: a batch's
+    # events share their sentAt and mostly their timestamps, so each pair is worked out once.
+    _times: dict[tuple[object, object], _Times] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "received_at", format_ms(self.received_ms))
@@ -71,9 +77,10 @@ def normalise(message: object, envelope: Envelope, implied_type: str | None = No
 
 
 def _check_identity(message: dict[str, Any], call_type: str) -> None:
-    for name in ("userId", "anonymousId", "previousId", "groupId"):
-        if name in message:
-            message[name] = _id_string(message[name], name)
+    for name in _ID_FIELDS:
+        value = message.get(name)
+        if value is not None and value.__class__ is not str:
+            message[name] = _id_string(value, name)
     if call_type == "alias":
         if not message.get("userId") or not message.get("previousId"):
             raise InvalidEvent("no_user_previous_id", "alias requires both 'userId' and 'previousId'")
@@ -124,35 +131,58 @@ def _assign_message_id(message: dict[str, Any]) -> None:
 
 
 def _stamp_times(message: dict[str, Any], envelope: Envelope) -> None:
-    """receivedAt, originalTimestamp, sentAt and the skew-corrected timestamp (§1.9).
-
-    timestamp = receivedAt − (sentAt − originalTimestamp); without sentAt it is the
-    client's timestamp, and without any client time it is receivedAt.
-    """
+    """receivedAt, originalTimestamp, sentAt and the skew-corrected timestamp (§1.9)."""
     original = message.get("timestamp")
     if original is None:
         original = message.get("originalTimestamp")
-    original_time = _time_field(original, "timestamp")
     sent = message.get("sentAt")
     if sent is None:
         sent = envelope.sent_at
-    sent_time = _time_field(sent, "sentAt")
+    times = _client_times(original, sent, envelope)
     # Only now that both parsed: a failed event must keep the `timestamp` its reason names.
     message.pop("timestamp", None)
     message["receivedAt"] = envelope.received_at
-    if sent_time is not None:
-        message["sentAt"] = sent_time[1]
+    if times.sent_at is not None:
+        message["sentAt"] = times.sent_at
     else:
         message.pop("sentAt", None)
-    if original_time is None:
+    if times.original is None:
         message.pop("originalTimestamp", None)
-        message["timestamp"] = envelope.received_at
-        return
-    message["originalTimestamp"] = original_time[1]
-    if sent_time is None:
-        message["timestamp"] = original_time[1]
     else:
-        message["timestamp"] = format_ms(envelope.received_ms - (sent_time[0] - original_time[0]))
+        message["originalTimestamp"] = times.original
+    message["timestamp"] = times.timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class _Times:
+    original: str | None
+    sent_at: str | None
+    timestamp: str
+
+
+def _client_times(original: object, sent: object, envelope: Envelope) -> _Times:
+    """The normalised times of one message, memoised per request when both are text or absent."""
+    if (original is None or original.__class__ is str) and (sent is None or sent.__class__ is str):
+        key = (original, sent)
+        times = envelope._times.get(key)
+        if times is None:
+            times = envelope._times[key] = _work_out_times(original, sent, envelope)
+        return times
+    return _work_out_times(original, sent, envelope)
+
+
+def _work_out_times(original: object, sent: object, envelope: Envelope) -> _Times:
+    """timestamp = receivedAt − (sentAt − originalTimestamp); without sentAt it is the
+    client's timestamp, and without any client time it is receivedAt."""
+    original_time = _time_field(original, "timestamp")
+    sent_time = _time_field(sent, "sentAt")
+    sent_text = None if sent_time is None else sent_time[1]
+    if original_time is None:
+        return _Times(None, sent_text, envelope.received_at)
+    if sent_time is None:
+        return _Times(original_time[1], None, original_time[1])
+    corrected = format_ms(envelope.received_ms - (sent_time[0] - original_time[0]))
+    return _Times(original_time[1], sent_text, corrected)
 
 
 def _time_field(value: object, name: str) -> tuple[int, str] | None:
