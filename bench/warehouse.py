@@ -5,7 +5,8 @@ fresh SQLite store, then for each dialect measures, each phase in its own proces
 peak RSS is the phase's own):
 
 * loader: `trackyard.warehouse` loading the whole log into an empty warehouse
-  (read the log, flatten, type, create tables, insert, commit), default batch size;
+  (read the log, flatten, type, create tables, insert, commit), in batches of
+  `--batch-events` (the CLI's default);
 * floor: the same rows, already flattened and held as Python lists (read back from the
   loader's DuckDB warehouse, untimed), bulk-loaded directly into empty tables: DuckDB
   from Arrow (Arrow build + INSERT), PostgreSQL by COPY (psycopg write_row, one
@@ -15,7 +16,8 @@ Rates are per stored event (one event writes two rows: `tracks` and its event ta
 the table rows per second are printed too, and the CPU time of the measuring process
 (all its threads; for PostgreSQL the server's own CPU is not included) per event.
 
-    .venv/bin/python bench/warehouse.py [--events 1000000] [--reps 1] [--postgres URL | --no-postgres]
+    .venv/bin/python bench/warehouse.py [--events 1000000] [--reps 1] [--batch-events 250000]
+                                        [--postgres URL | --no-postgres]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import uuid
 from pathlib import Path
 
 import orjson
+
+from trackyard.warehouse.registry import DEFAULT_BATCH_EVENTS
 
 BENCH = Path(__file__).resolve().parent
 EVENT_NAMES = 20
@@ -123,7 +127,7 @@ def build_store(path: Path, events: int) -> None:
 
 
 # -- phases, each run in its own process ----------------------------------------------------
-def phase_loader(store_path: str, dialect: str, target: str) -> dict:
+def phase_loader(store_path: str, dialect: str, target: str, batch_events: str) -> dict:
     from trackyard.store.sqlite import SQLiteStore
     from trackyard.warehouse.loader import Loader
     from trackyard.warehouse.registry import WarehouseConfig
@@ -131,7 +135,7 @@ def phase_loader(store_path: str, dialect: str, target: str) -> dict:
     settings = {"path": target} if dialect == "duckdb" else {"url": target}
     store = SQLiteStore(store_path)
     started, cpu = time.perf_counter(), time.process_time()
-    result = Loader(store, WarehouseConfig("bench", dialect, settings)).sync()
+    result = Loader(store, WarehouseConfig("bench", dialect, settings), int(batch_events)).sync()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if result.error:
         raise SystemExit(f"loader failed: {result.error}")
@@ -277,6 +281,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1, help="loader and floor alternate this many times")
     parser.add_argument("--postgres", default=ADMIN_URL, help="a PostgreSQL URL that may CREATE DATABASE")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=DEFAULT_BATCH_EVENTS,
+        help="events per load (the CLI's default; serve uses TRACKYARD_WAREHOUSE_BATCH_EVENTS=25000)",
+    )
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -297,28 +307,31 @@ def main() -> None:
         started = time.perf_counter()
         build_store(store, args.events)
         print(f"stored {args.events:,} track events in {time.perf_counter() - started:.0f} s")
-        print(f"DuckDB {duckdb_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        report("DuckDB", [duckdb_rep(work, store, args.events) for _ in range(args.reps)])
+        print(
+            f"DuckDB {duckdb_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+            f"batches of {args.batch_events:,} events"
+        )
+        report("DuckDB", [duckdb_rep(work, store, args) for _ in range(args.reps)])
         if not args.no_postgres:
             report("PostgreSQL", [postgres_rep(work, store, args) for _ in range(args.reps)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def duckdb_rep(work: Path, store: Path, events: int) -> dict:
+def duckdb_rep(work: Path, store: Path, args: argparse.Namespace) -> dict:
     warehouse, floor_file = work / "loader.duckdb", work / "floor.duckdb"
     for path in (warehouse, floor_file, work / "loader.duckdb.wal", work / "floor.duckdb.wal"):
         path.unlink(missing_ok=True)
-    loader = run_phase("loader", str(store), "duckdb", str(warehouse))
+    loader = run_phase("loader", str(store), "duckdb", str(warehouse), str(args.batch_events))
     floor = run_phase("floor-duckdb", str(warehouse), str(floor_file))
-    return rates(loader, floor, events)
+    return rates(loader, floor, args.events)
 
 
 def postgres_rep(work: Path, store: Path, args: argparse.Namespace) -> dict:
     loader_db, loader_url = fresh_database(args.postgres)
     floor_db, floor_url = fresh_database(args.postgres)
     try:
-        loader = run_phase("loader", str(store), "postgres", loader_url)
+        loader = run_phase("loader", str(store), "postgres", loader_url, str(args.batch_events))
         floor = run_phase("floor-postgres", str(work / "loader.duckdb"), floor_url)
     finally:
         drop_database(args.postgres, loader_db)

@@ -4,9 +4,11 @@ Modules, in the order an event passes them:
 
 - `loader`: the log consumer. Per batch: open a `Session` (the warehouse's load lock),
   read the log after the position the warehouse holds, hand the bodies to an in-memory
-  DuckDB (`batch`), plan and load in one warehouse transaction;
+  DuckDB (`batch`), plan and load in one warehouse transaction; the next batch is read
+  and shaped on a thread meanwhile;
 - `batch`: the batch in DuckDB — distinct JSON structures (`shape`), sample events, and
-  one generated SELECT per table that extracts and casts every column;
+  one generated SELECT per table that extracts and casts every column (an event table's
+  rows are extracted once, into a staging table that `tracks` reads too);
 - `tables`: which tables and columns a batch writes (Segment's rules, §4.1–§4.4);
   `naming`: go-snakecase, `_` prefixes, bounded names; `types`: the widening lattice;
 - `plan`: new tables and columns, widened types, against what the warehouse has;

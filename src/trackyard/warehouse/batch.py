@@ -5,6 +5,9 @@ buffers, no per-event conversion), DuckDB reports the distinct structures (`shap
 and every table is then one generated SELECT that extracts all its paths with one parse
 per event (`json_extract_string(j, [pointers])`) and casts them to the planned types.
 A DuckDB warehouse inserts straight from that SELECT; another dialect reads it as Arrow.
+Track events are parsed once: each event table's rows go to a staging table first, and
+`tracks` takes its columns from the staging tables wherever they hold them as `tracks`
+would (same type, same paths), extracting from the events only for the other groups.
 
 Types that depend on every value — a string column is a timestamp only if each value is
 an ISO-8601 date-time, an integer column must fit 64 bits — are checked on the sample
@@ -19,7 +22,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -32,9 +35,16 @@ from trackyard.warehouse.shape import Kind, Path, Shape, add_structure
 from trackyard.warehouse.tables import ColumnSpec, Group, Load, Source, TableSpec
 from trackyard.warehouse.types import ColumnType
 
+TRACKS = "tracks"
+SQL_TYPES = {
+    ColumnType.BOOLEAN: "BOOLEAN",
+    ColumnType.INTEGER: "BIGINT",
+    ColumnType.FLOAT: "DOUBLE",
+    ColumnType.TIMESTAMP: "TIMESTAMP",
+    ColumnType.VARCHAR: "VARCHAR",
+}
 TIMESTAMP_PATTERN = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?"
 ARROW_BATCH_ROWS = 65_536
-ENGINE_MEMORY_LIMIT = "2GB"  # the in-memory DuckDB spills to disk beyond this
 _TIMESTAMP_SHAPE = re.compile(TIMESTAMP_PATTERN)
 _UNFIT = re.compile(r"trackyard-unfit:(\d+)")
 
@@ -87,7 +97,9 @@ class LogBatch:
         self.conn = conn
         self.samples: dict[Group, list[Any]] = {}
         self._verified: list[tuple[tuple[str, str], str]] = []
-        conn.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{ENGINE_MEMORY_LIMIT}'").fetchall()
+        self._shapes: dict[Group, Shape] | None = None
+        self._stages: dict[Group, _Stage] = {}
+        conn.execute("SET TimeZone = 'UTC'").fetchall()
         self._load(chunks)
 
     def _load(self, chunks: Sequence[pa.RecordBatch]) -> None:
@@ -116,7 +128,13 @@ class LogBatch:
             ).fetchall()
 
     def shapes(self) -> dict[Group, Shape]:
-        """The shape of each group of events, with one sample event per distinct structure."""
+        """The shape of each group of events, with one sample event per distinct structure
+        (found once: the loader's thread finds them while the previous batch loads)."""
+        if self._shapes is None:
+            self._shapes = self._find_shapes()
+        return self._shapes
+
+    def _find_shapes(self) -> dict[Group, Shape]:
         rows = self.conn.execute(
             "SELECT source_id, type, event, json_structure(j) AS s, any_value(j) FROM ev GROUP BY ALL"
         ).fetchall()
@@ -134,8 +152,32 @@ class LogBatch:
 
     # -- the rows of a table -------------------------------------------------------------
     def select(self, table: TableSpec, outputs: Sequence[Output]) -> str:
-        """The SELECT producing the table's rows of this batch, one column per output."""
-        extraction = _Extraction([s for o in outputs for s in o.column.sources if s.constant is None])
+        """The SELECT producing the table's rows of this batch, one column per output.
+
+        An event table's rows are extracted once into a staging table, which `tracks` then
+        reads instead of parsing the same events again: ask for the event tables first
+        (`load_order`)."""
+        if _is_event_table(table):
+            return self._staged_select(table, outputs)
+        if table.name == TRACKS and table.load is Load.APPEND:
+            return self._tracks_select(table, outputs)
+        return self._extracting_select(table, outputs)
+
+    def load_order(self, tables: Iterable[TableSpec]) -> list[TableSpec]:
+        """The tables in the order their rows must be asked for: `tracks` after the event tables.
+        Starts a load: stages of an earlier (rolled back) attempt are forgotten."""
+        self._stages = {}
+        return sorted(tables, key=lambda table: table.name == TRACKS and table.load is Load.APPEND)
+
+    def _extracting_select(
+        self, table: TableSpec, outputs: Sequence[Output], by_name: bool | None = None
+    ) -> str:
+        """Rows extracted from the events of the table's groups (`by_name`: of their event names
+        only; by default all track events for `tracks`)."""
+        by_name = table.name != TRACKS if by_name is None else by_name
+        extraction = _Extraction(
+            [s for o in outputs for s in o.column.sources if s.constant is None], by_name
+        )
         exprs = [f"{self._value(table, o, extraction)} AS {quote(o.name)}" for o in outputs]
         if table.load is Load.APPEND:
             return f"SELECT {', '.join(exprs)} FROM ({extraction.sql(table)})"
@@ -148,6 +190,30 @@ class LogBatch:
             f"SELECT id, {', '.join(latest)} FROM (SELECT seq, {', '.join(exprs)} "
             f"FROM ({extraction.sql(table)})) WHERE id IS NOT NULL GROUP BY id"
         )
+
+    def _staged_select(self, table: TableSpec, outputs: Sequence[Output]) -> str:
+        stage = _Stage(f"stage_{len(self._stages) + 1}", table, {o.name: o for o in outputs})
+        self.conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {stage.name} AS {self._extracting_select(table, outputs)}"
+        ).fetchall()
+        for group in table.groups:
+            self._stages[group] = stage
+        return f"SELECT {', '.join(quote(o.name) for o in outputs)} FROM {stage.name}"
+
+    def _tracks_select(self, table: TableSpec, outputs: Sequence[Output]) -> str:
+        """`tracks` from the staged event tables where they hold its columns as they are,
+        extracting from the events only for the other groups (no table, other types)."""
+        parts, extracted, used = [], [], set()
+        for group in table.groups:
+            stage = self._stages.get(group)
+            if stage is None or not stage.feeds(outputs):
+                extracted.append(group)
+            elif stage.name not in used:
+                used.add(stage.name)
+                parts.append(f"SELECT {', '.join(stage.expression(o) for o in outputs)} FROM {stage.name}")
+        if extracted:
+            parts.append(self._extracting_select(replace(table, groups=extracted), outputs, bool(parts)))
+        return " UNION ALL ".join(parts)
 
     def arrow(self, sql: str) -> Iterator[pa.RecordBatch]:
         yield from self.conn.sql(sql).to_arrow_reader(ARROW_BATCH_ROWS)
@@ -178,27 +244,57 @@ class LogBatch:
         return values[0] if len(values) == 1 else f"coalesce({', '.join(reversed(values))})"
 
     def _verified_value(self, table: TableSpec, output: Output, text: str, booleans: bool) -> str:
-        """The text as the guessed type, or an error naming the column where it does not fit."""
+        """The text as the guessed type, or an error naming the column where it does not fit.
+        The conversion runs once per value: `coalesce` evaluates the error only where it gave NULL."""
         self._verified.append((table.ref, output.name))
         error = f"error('trackyard-unfit:{len(self._verified) - 1}')"
         if output.type is ColumnType.TIMESTAMP:
-            safe = f"CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
-            return (
-                f"(CASE WHEN {text} IS NULL THEN NULL WHEN regexp_full_match({text}, '{TIMESTAMP_PATTERN}') "
-                f"AND {safe} IS NOT NULL THEN {safe} ELSE {error} END)"
+            safe = (
+                f"CASE WHEN regexp_full_match({text}, '{TIMESTAMP_PATTERN}') "
+                f"THEN CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP) END"
             )
-        safe = _cast(output.type, text, booleans, cast="TRY_CAST")
-        return f"(CASE WHEN {text} IS NULL THEN NULL WHEN {safe} IS NOT NULL THEN {safe} ELSE {error} END)"
+        else:
+            safe = _cast(output.type, text, booleans, cast="TRY_CAST")
+        return f"coalesce({safe}, CASE WHEN {text} IS NOT NULL THEN {error} END)"
 
     def _one(self, sql: str) -> tuple:
         """The one row of an aggregate (fetched to the end: DuckDB keeps an unfinished result busy)."""
         return self.conn.execute(sql).fetchall()[0]
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """An event table's rows of the batch, extracted once into a temporary table."""
+
+    name: str
+    table: TableSpec
+    outputs: dict[str, Output]
+
+    def feeds(self, outputs: Sequence[Output]) -> bool:
+        """Whether every `tracks` output is a column of the stage with the same values, or one
+        this event table has no path for (NULL)."""
+        return all(self._same(o) or o.name not in self.table.columns for o in outputs)
+
+    def expression(self, output: Output) -> str:
+        if output.name in self.outputs:
+            return quote(output.name)
+        return f"CAST(NULL AS {SQL_TYPES[output.type]})"
+
+    def _same(self, output: Output) -> bool:
+        """Same type, every value kept, and the same paths in the same order (the last non-null wins)."""
+        mine = self.outputs.get(output.name)
+        if mine is None or mine.type is not output.type or mine.fit_only or output.fit_only:
+            return False
+        paths = [s.path for s in mine.column.sources if s.constant is None]
+        ours = set(paths)
+        return paths == [s.path for s in output.column.sources if s.constant is None and s.path in ours]
+
+
 class _Extraction:
     """The inner SELECT: each path's text (`v[i]`) and, where needed, its JSON type (`t[i]`)."""
 
-    def __init__(self, sources: Sequence[Source]) -> None:
+    def __init__(self, sources: Sequence[Source], by_name: bool) -> None:
+        self.by_name = by_name
         self.texts: dict[str, int] = {}
         self.types: dict[str, int] = {}
         for source in sources:
@@ -224,7 +320,7 @@ class _Extraction:
             columns.append(f"json_extract_string(j, {_pointers(self.texts)}) AS v")
         if self.types:
             columns.append(f"json_type(j, {_pointers(self.types)}) AS t")
-        return f"SELECT {', '.join(columns)} FROM ev WHERE {_filter(table)}"
+        return f"SELECT {', '.join(columns)} FROM ev WHERE {_filter(table, self.by_name)}"
 
 
 def arrow_page(page: Sequence[StoredEvent]) -> pa.RecordBatch:
@@ -271,16 +367,26 @@ def _fitting(type_: ColumnType, source: Source, extraction: _Extraction) -> str:
     return f"(CASE WHEN {json_type} IN ({fits}) THEN {value} END)"
 
 
-def _filter(table: TableSpec) -> str:
-    """The rows of `ev` this table takes: its groups (track events of all names for `tracks`)."""
+def _is_event_table(table: TableSpec) -> bool:
+    """A table of track events of some names (not `tracks`, which has them all)."""
+    return (
+        table.name != TRACKS
+        and table.load is Load.APPEND
+        and all(group.type == "track" for group in table.groups)
+    )
+
+
+def _filter(table: TableSpec, by_name: bool) -> str:
+    """The rows of `ev` this table takes: its groups (`by_name` False: track events of any name)."""
     by_source: dict[tuple[int, str], set[str]] = {}
     for group in table.groups:
         by_source.setdefault((group.source_id, group.type), set()).add(group.event or "")
     conditions = []
     for (source_id, type_), events in sorted(by_source.items()):
         condition = f"source_id = {source_id} AND type = {literal(type_)}"
-        if type_ == "track" and table.name != "tracks":
-            condition += f" AND event IN ({', '.join(literal(e) for e in sorted(events))})"
+        if type_ == "track" and by_name:
+            names = f"event IN ({', '.join(literal(e) for e in sorted(events))})"
+            condition += f" AND ({names} OR event IS NULL)" if "" in events else f" AND {names}"
         conditions.append(f"({condition})")
     return " OR ".join(conditions)
 

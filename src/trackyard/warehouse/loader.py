@@ -8,17 +8,26 @@ position. The position in the warehouse is the truth: a load interrupted at any 
 leaves either nothing or everything of its batch, and the next load starts where the
 last committed one ended. The store keeps a copy (`warehouse:<name>`) for lag and log
 retention, and the status of each sync.
+
+Before a batch loads, the loader reads the next one; while the batch loads, a thread
+copies the next one into an in-memory DuckDB of its own and finds its shapes, so that two
+DuckDB engines use the two cores of a small machine. The next load attaches the warehouse
+to that engine.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -36,6 +45,39 @@ log = logging.getLogger(__name__)
 READ_PAGE = 20_000
 CRASH_ENV = "TRACKYARD_WAREHOUSE_CRASH_AT"  # set by the crash test only: after_ddl, after_rows, ...
 MAX_POSITION_RACES = 5
+# The batch engine's memory: about 4 KB per ~1 KB event, between 512 MB and 2 GB. A cap, not
+# a reservation: a load of 25,000 events uses far less, but once the warehouse holds a few
+# hundred thousand rows a 128 MB cap fails its INSERTs (out of memory).
+ENGINE_KB_PER_EVENT = 4
+MIN_ENGINE_MB = 512
+MAX_ENGINE_MB = 2048
+SMALL_BATCH_EVENTS = 50_000
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What the in-memory DuckDB of a batch may use; it spills to disk beyond `memory_limit`.
+    Sized by the batch: serve's small background batches stay small (one thread)."""
+
+    memory_limit: str
+    threads: int
+
+    @classmethod
+    def for_batch(cls, batch_events: int) -> EngineLimits:
+        megabytes = min(MAX_ENGINE_MB, max(MIN_ENGINE_MB, batch_events * ENGINE_KB_PER_EVENT // 1000))
+        return cls(f"{megabytes}MB", 1 if batch_events <= SMALL_BATCH_EVENTS else os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """The next batch, being prepared on the loader's thread."""
+
+    position: int
+    until: int
+    future: Future[LogBatch]
+
+
+_ENGINES = itertools.count(1)
 
 
 class Loader:
@@ -55,7 +97,8 @@ class Loader:
         self.registry = Warehouses(store)
         self.crash_at = os.environ.get(CRASH_ENV)
         self._pool: ThreadPoolExecutor | None = None
-        self._ahead: tuple[int, int, Future[list[pa.RecordBatch]]] | None = None
+        self.engine = EngineLimits.for_batch(batch_events)
+        self._ahead: _Ahead | None = None
 
     def sync(
         self, stop: threading.Event | None = None, on_batch: Callable[[SyncResult], None] | None = None
@@ -85,7 +128,8 @@ class Loader:
             return result
         finally:
             self._pool.shutdown(cancel_futures=True)
-            self._pool, self._ahead = None, None
+            self._pool = None
+            self._discard_ahead()
         self.registry.record_sync(self.config.name, result.events, result.rows, result.warnings)
         return result
 
@@ -100,16 +144,21 @@ class Loader:
     def load_batch(self, head: int) -> tuple[int, int, LoadResult]:
         """Load the next batch of events up to seq `head`: (events, position after, result);
         no events when the warehouse already holds everything up to `head`."""
-        engine = duckdb.connect()
+        ahead, self._ahead = self._ahead, None
+        engine = ahead.future.result().conn if ahead is not None else self._engine()
         try:
             with self.dialect.session(engine) as session:
                 session.crash_at = self.crash_at
                 position = session.position()
                 self._mirror_position(position)
-                batch = LogBatch(engine, self._chunks(position, min(head, position + self.batch_events)))
+                until = min(head, position + self.batch_events)
+                if ahead is not None and (ahead.position, ahead.until) == (position, until):
+                    batch = ahead.future.result()
+                else:
+                    batch = self._prepare(self._read(position, until), engine)
                 if not batch.size:
                     return 0, position, LoadResult()
-                self._prefetch(batch.last_seq, min(head, batch.last_seq + self.batch_events))
+                self._prepare_next(batch.last_seq, min(head, batch.last_seq + self.batch_events))
                 result = self._load(session, batch, position)
             if self.crash_at == "after_commit":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -118,17 +167,42 @@ class Loader:
         finally:
             engine.close()
 
-    def _chunks(self, position: int, until: int) -> list[pa.RecordBatch]:
-        """The log after `position` up to seq `until` as Arrow: read ahead if it was, else now."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[:2] == (position, until):
-            return ahead[2].result()
-        return self._read(position, until)
+    def _engine(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB for one batch, bounded in memory and threads. Beyond its memory it
+        spills to a directory of its own, which DuckDB creates when needed and removes on close."""
+        spill = Path(tempfile.gettempdir()) / f"trackyard-warehouse-{os.getpid()}-{next(_ENGINES)}"
+        return duckdb.connect(
+            config={
+                "memory_limit": self.engine.memory_limit,
+                "threads": self.engine.threads,
+                "temp_directory": str(spill),
+            }
+        )
 
-    def _prefetch(self, position: int, until: int) -> None:
-        """Read the next batch on a thread while this one loads (the read is a quarter of the work)."""
+    def _prepare(
+        self, chunks: list[pa.RecordBatch], engine: duckdb.DuckDBPyConnection | None = None
+    ) -> LogBatch:
+        """Pages of the log in an in-memory DuckDB, with their shapes."""
+        batch = LogBatch(engine or self._engine(), chunks)
+        if batch.size:
+            batch.shapes()
+        return batch
+
+    def _prepare_next(self, position: int, until: int) -> None:
+        """Read the next batch, then shape it on a thread while this one loads.
+
+        The read stays on this thread, before the load: it is Python work, and Python work
+        running beside a DuckDB query slows the query several times over (DuckDB takes the
+        GIL between its tasks to check for interrupts). DuckDB beside DuckDB runs in parallel."""
         if self._pool is not None and position < until:
-            self._ahead = (position, until, self._pool.submit(self._read, position, until))
+            chunks = self._read(position, until)
+            self._ahead = _Ahead(position, until, self._pool.submit(self._prepare, chunks))
+
+    def _discard_ahead(self) -> None:
+        """Close the engine of a batch prepared but not loaded (the sync stopped or failed)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.future.done() and ahead.future.exception() is None:
+            ahead.future.result().conn.close()
 
     def _read(self, position: int, until: int) -> list[pa.RecordBatch]:
         chunks = []

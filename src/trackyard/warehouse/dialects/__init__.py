@@ -79,7 +79,9 @@ class Session(ABC):
         try:
             if self._read_position() != expected:
                 raise PositionMoved(f"the warehouse moved past position {expected} while this batch was read")
-            for plan in plans:
+            by_table = {plan.spec.ref: plan for plan in plans}
+            for table in batch.load_order(plan.spec for plan in plans):
+                plan = by_table[table.ref]
                 result.rows += self._load_table(plan, batch)
                 result.warnings.extend(plan.warnings)
             self._write_position(batch.last_seq)

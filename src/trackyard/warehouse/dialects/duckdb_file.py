@@ -4,10 +4,11 @@ DuckDB allows one process per file, and a file held open read-write cannot even 
 by another process (contract §4.9). The loader therefore attaches the file to the
 batch's in-memory DuckDB for one load and detaches it at once: between loads anyone's
 `duckdb` shell or dbt run can open it. Rows go from the batch to the file inside DuckDB
-(INSERT … SELECT), never through Python. The file lock is the load lock: a second loader
-waits for it (up to `lock_timeout_s`) and then reads the position the first one left.
-Listing the tables attaches the file the same way, read-only, so it waits for a load as a
-second loader would and never opens a file a load holds.
+(INSERT … SELECT), never through Python, into row groups of `ROW_GROUP_ROWS`. The file
+lock is the load lock: a second loader waits for it (up to `lock_timeout_s`) and then
+reads the position the first one left. Listing the tables attaches the file the same
+way, read-only, so it waits for a load as a second loader would and never opens a file
+a load holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from trackyard.warehouse.batch import LogBatch
+from trackyard.warehouse.batch import SQL_TYPES, LogBatch
 from trackyard.warehouse.dialects import STATE_SCHEMA, Dialect, Session, TableRef, TableRows
 from trackyard.warehouse.errors import WarehouseBusy, WarehouseUnavailable
 from trackyard.warehouse.naming import literal, quote
@@ -28,14 +29,13 @@ from trackyard.warehouse.types import ColumnType
 
 ALIAS = "warehouse"
 LOCK_RETRY_S = 0.2
+# Rows per row group written by the loader (DuckDB's default is 122,880). A load appends a few
+# thousand rows to each event table; rows that do not fill a row group go through the WAL and
+# the checkpoint rewrites the table's last, partly filled row group at every commit. Small row
+# groups bound that rewrite and let most rows be written once, compressed, during the INSERT.
+ROW_GROUP_ROWS = 8192
+LISTING_ENGINE = {"memory_limit": "64MB", "threads": 1}  # counting rows needs little (serve lists tables)
 
-SQL_TYPES = {
-    ColumnType.BOOLEAN: "BOOLEAN",
-    ColumnType.INTEGER: "BIGINT",
-    ColumnType.FLOAT: "DOUBLE",
-    ColumnType.TIMESTAMP: "TIMESTAMP",
-    ColumnType.VARCHAR: "VARCHAR",
-}
 _FROM_SQL = {
     "BOOLEAN": ColumnType.BOOLEAN,
     "TINYINT": ColumnType.INTEGER,
@@ -79,7 +79,7 @@ class DuckDBDialect(Dialect):
         names = ", ".join(literal(s) for s in schemas)
         if not names or not self.path.exists():  # nothing loaded yet
             return []
-        engine = duckdb.connect()
+        engine = duckdb.connect(config=LISTING_ENGINE)
         try:
             self._attach(engine, read_only=True)
             listed = engine.execute(
@@ -98,7 +98,7 @@ class DuckDBDialect(Dialect):
             engine.close()
 
     def _attach(self, engine: duckdb.DuckDBPyConnection, read_only: bool = False) -> None:
-        options = " (READ_ONLY)" if read_only else ""
+        options = " (READ_ONLY)" if read_only else f" (ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
