@@ -24,7 +24,7 @@ from trackyard.ingest.http import CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.sources import SourceDirectory
 from trackyard.spec import now_ms
 from trackyard.store import Store
-from trackyard.warehouse.runner import WarehouseRunner
+from trackyard.warehouse.process import WarehouseProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,7 @@ class Runtime:
             owner=self.process_id,
             lease_ttl_s=self.config.lease_ttl_s,
         )
-        self.warehouses = WarehouseRunner(
-            self.store,
-            self.config.builtin_warehouse,
-            self.config.warehouse_interval_s,
-            self.config.warehouse_batch_events,
-            ingest_busy=self.committer.busy,
-        )
+        self.warehouses = WarehouseProcess(self.config.data_dir)
 
     async def start(self) -> None:
         """Start what this process's role does: ingest, the workers, or both."""

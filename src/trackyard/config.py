@@ -84,8 +84,7 @@ class Config:
             "log_retention_hours": float(env.get("TRACKYARD_LOG_RETENTION_HOURS", 168)),
             "log_retention_segments": int(env.get("TRACKYARD_LOG_RETENTION_SEGMENTS", 2)),
             "replay_lease_s": float(env.get("TRACKYARD_REPLAY_LEASE_S", 15)),
-            "default_warehouse": env.get("TRACKYARD_DEFAULT_WAREHOUSE", "on").lower()
-            not in ("off", "0", "false"),
+            "default_warehouse": _builtin_warehouse_wanted(env),
             "warehouse_interval_s": float(env.get("TRACKYARD_WAREHOUSE_INTERVAL_S", 30)),
             "warehouse_batch_events": int(env.get("TRACKYARD_WAREHOUSE_BATCH_EVENTS", 25_000)),
         }
@@ -142,3 +141,12 @@ class Config:
         except ValueError:
             return False
         return any(ip in network for network in self.trusted_proxies)
+
+
+def _builtin_warehouse_wanted(env: dict[str, str]) -> bool:
+    """TRACKYARD_DEFAULT_WAREHOUSE, by default on with the embedded store only: on PostgreSQL
+    every worker machine would keep a DuckDB file of its own behind one shared position."""
+    default = (
+        "off" if env.get("TRACKYARD_DATABASE_URL", "").startswith(("postgresql://", "postgres://")) else "on"
+    )
+    return env.get("TRACKYARD_DEFAULT_WAREHOUSE", default).lower() not in ("off", "0", "false")

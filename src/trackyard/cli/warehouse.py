@@ -9,8 +9,9 @@ from typing import Any
 from rich.table import Table
 
 from trackyard.cli.common import config_from, open_store, out, print_json_line
-from trackyard.warehouse import service
+from trackyard.warehouse import process, service
 from trackyard.warehouse.registry import SyncResult
+from trackyard.warehouse.runner import WarehouseRunner
 
 
 def register(commands: Any) -> None:
@@ -29,6 +30,11 @@ def register(commands: Any) -> None:
     sync = parser.add_parser("sync", help="load everything pending, then exit")
     sync.add_argument("--name", help="only this warehouse (default: all)")
     sync.set_defaults(handler=cmd_sync)
+    run = parser.add_parser(
+        "run", help="keep every warehouse within TRACKYARD_WAREHOUSE_INTERVAL_S of the log until stopped"
+    )
+    run.add_argument("--child-of", type=int, help=argparse.SUPPRESS)  # serve's pid, when serve started it
+    run.set_defaults(handler=cmd_run)
     status = parser.add_parser("status", help="last sync, rows loaded, lag and last error of each warehouse")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
@@ -55,6 +61,18 @@ def cmd_list(args: argparse.Namespace) -> None:
     for row in rows:
         table.add_row(row["name"] + (" (built-in)" if row["builtin"] else ""), row["dialect"], row["target"])
     out.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """What `serve` runs as its child (see warehouse/process.py); also usable on its own."""
+    if args.child_of:
+        process.become_child_of(args.child_of)
+    config = config_from(args)
+    with open_store(args) as store:
+        runner = WarehouseRunner(
+            store, config.builtin_warehouse, config.warehouse_interval_s, config.warehouse_batch_events
+        )
+        process.run_until_stopped(runner.run(), args.child_of)
 
 
 def cmd_sync(args: argparse.Namespace) -> None:

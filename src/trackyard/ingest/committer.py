@@ -12,7 +12,6 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,7 +37,6 @@ class _Pending:
 
 
 _STOP = object()
-BUSY_GROUP_REQUESTS = 4  # requests waiting for one commit: they arrive faster than commits end
 
 
 class GroupCommitter:
@@ -53,7 +51,6 @@ class GroupCommitter:
         self.commits = 0
         self.stored = 0
         self.duplicates = 0
-        self._group_full_at = float("-inf")  # time.monotonic() of the last commit of many requests
 
     def start(self) -> None:
         self._thread.start()
@@ -89,14 +86,7 @@ class GroupCommitter:
                 size += len(item.records)  # type: ignore[union-attr]
             self._commit_group(group)
 
-    def busy(self, within_s: float = 1.0) -> bool:
-        """Whether requests queued up behind a commit lately: ingest is running near its peak,
-        and background consumers in this process should leave it the CPU."""
-        return time.monotonic() - self._group_full_at < within_s
-
     def _commit_group(self, group: list[_Pending]) -> None:
-        if len(group) >= BUSY_GROUP_REQUESTS:
-            self._group_full_at = time.monotonic()
         records = [record for pending in group for record in pending.records]
         failures = [failure for pending in group for failure in pending.failures]
         try:

@@ -1,8 +1,8 @@
-"""The warehouse role of `trackyard serve`: every warehouse kept within `interval_s` of the log.
+"""`trackyard warehouse run` (serve's child process): every warehouse kept within
+`interval_s` of the log.
 
 Micro-batches by time and count: a warehouse is synced when it is behind and its last
-attempt is `interval_s` old, or at once when `batch_events` events wait and ingest is not
-busy (`ingest_busy`: under peak load the interval alone paces it). Loads run on a
+attempt is `interval_s` old, or at once when `batch_events` events wait. Loads run on a
 thread, one warehouse after another, so ingest never waits for them. A failed sync is
 recorded (see `trackyard warehouse status`) and tried again an interval later. On
 shutdown the batch being loaded finishes (or rolls back with the process) and no next
@@ -15,7 +15,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from trackyard.store import Store
 from trackyard.warehouse.loader import Loader
@@ -34,13 +33,11 @@ class WarehouseRunner:
         builtin: WarehouseConfig | None,
         interval_s: float,
         batch_events: int,
-        ingest_busy: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.builtin = builtin
         self.interval_s = interval_s
         self.batch_events = batch_events
-        self.ingest_busy = ingest_busy or (lambda: False)
         self._last_attempt: dict[str, float] = {}
         self._stop = threading.Event()
 
@@ -61,12 +58,11 @@ class WarehouseRunner:
     def _due(self) -> list[WarehouseConfig]:
         head = self.store.head()
         now = time.monotonic()
-        eager = not self.ingest_busy()
         due = []
         for config in configured(self.store, self.builtin):
             lag = head - (self.store.get_position(config.consumer) or 0)
             waited = now - self._last_attempt.get(config.name, float("-inf"))
-            if lag > 0 and (waited >= self.interval_s or (eager and lag >= self.batch_events)):
+            if lag > 0 and (waited >= self.interval_s or lag >= self.batch_events):
                 due.append(config)
         return due
 
