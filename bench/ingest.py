@@ -126,6 +126,7 @@ class Outcome:
     half: HalfRate | None = None
     dedupe_ok: bool | None = None
     peak_rss_mb: float | None = None
+    children_peak_rss_mb: float | None = None  # the warehouse loader serve starts as its child
     stored_total: int | None = None
     distinct_total: int | None = None
     rss_growth_bytes_per_event: float | None = None
@@ -454,6 +455,7 @@ def measure(
     if server.process.poll() is not None:
         raise RuntimeError(f"the server died: {procs.log_tail(server.log)}")
     outcome.peak_rss_mb = procs.peak_rss_mb(server.pid)
+    outcome.children_peak_rss_mb = sum(procs.peak_rss_mb(child) for child in procs.children(server.pid))
 
 
 # -- profiling (optional, needs py-spy) ----------------------------------------------------

@@ -6,6 +6,7 @@ Every process is started through `Processes`, which stops each one by its own PI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -110,6 +111,15 @@ def _stat_cpu(path: str) -> float:
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the resident set's high-water mark."""
     return _status_kb(pid, "VmHWM") / 1024
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (serve's warehouse loader)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def rss_mb(pid: int) -> float:

@@ -52,6 +52,7 @@ def _row(outcomes: list[Any], floor_by_rep: dict[int, float]) -> dict[str, Any]:
         "peak": _median_record([o.peak for o in done]),
         "half": _median_record(halves),
         "peak_rss_mb": median(o.peak_rss_mb for o in done) if done else None,
+        "children_peak_rss_mb": _median_of(done, "children_peak_rss_mb"),
         "ratio_to_floor": median(ratios) if ratios else None,
         "dedupe_ok": all(o.dedupe_ok for o in done) if any(o.dedupe_ok is not None for o in done) else None,
         "durable_unique": _durable_unique(done),
@@ -223,6 +224,7 @@ def _peak_line(row: dict[str, Any]) -> list[str]:
         number(p["p50_ms"], 2),
         number(p["p99_ms"], 2),
         number(row["peak_rss_mb"], 0),
+        number(row.get("children_peak_rss_mb"), 0),
         number(p["server_us_per_req"], 0),
         number(p["server_us_per_event"], 1),
         number(p["server_cores"], 2),
@@ -281,7 +283,7 @@ def _integrity_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    peak_header = ["scenario", "server", "events/s", "req/s", "p50 ms", "p99 ms", "peak RSS MB"]
+    peak_header = ["scenario", "server", "events/s", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "child RSS MB"]
     peak_header += ["server µs/req", "server µs/event", "server cores", "loop thread cores", "PG cores"]
     peak_header += ["wrk cores"]
     peak_header += ["host busy cores", "other cores", "ratio to floor"]
