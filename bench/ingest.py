@@ -377,6 +377,7 @@ def loadgen_runs(
     count = 2 if rate * max(1, scenario.events // 25) > 4000 else 1
     started = []
     for index in range(count):
+        report = Path(tempfile.gettempdir()) / f"trackyard-loadgen-{os.getpid()}-{tag}g{index}.json"
         command = [
             sys.executable,
             str(BENCH / "loadgen.py"),
@@ -389,21 +390,27 @@ def loadgen_runs(
             f"--connections={CONNECTIONS}",
             f"--authorization={server.authorization}",
             f"--tag={tag}g{index}",
+            f"--report={report}",
         ]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         processes.running.append(process)
-        started.append(process)
-    return [_collect(processes, process, seconds + 60) for process in started]
+        started.append((process, report))
+    return [_collect(processes, process, report, seconds + 60) for process, report in started]
 
 
-def _collect(processes: procs.Processes, process: subprocess.Popen[bytes], timeout: float) -> dict:
+def _collect(
+    processes: procs.Processes, process: subprocess.Popen[bytes], report: Path, timeout: float
+) -> dict:
     try:
-        output, errors = process.communicate(timeout=timeout)
+        _, errors = process.communicate(timeout=timeout)
     finally:
         processes.stop(process)
     if process.returncode != 0:
         raise RuntimeError(f"loadgen failed ({process.returncode}): {errors.decode()[-800:]}")
-    return orjson.loads(output)
+    try:
+        return orjson.loads(report.read_bytes())
+    finally:
+        report.unlink(missing_ok=True)
 
 
 # -- one scenario on one target ------------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 
@@ -177,6 +178,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--authorization", required=True)
     parser.add_argument("--tag", required=True, help="messageId prefix, unique to this process and run")
+    parser.add_argument("--report", help="write the JSON report to this file (default: stdout)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -184,10 +186,12 @@ def main() -> None:
         stats = asyncio.run(run(args))
     else:
         stats = uvloop.run(run(args))
-    # The event loop may leave stdout non-blocking: then, while the parent still reads the other
-    # generator, a report over the pipe's 64 KB was cut short (a JSONDecodeError in bench/ingest.py).
+    output = orjson.dumps(report(stats))
+    if args.report:  # a file: a report over a pipe's 64 KB was cut short once the event loop ran
+        Path(args.report).write_bytes(output)
+        return
     os.set_blocking(sys.stdout.fileno(), True)
-    sys.stdout.buffer.write(orjson.dumps(report(stats)))
+    sys.stdout.buffer.write(output)
 
 
 if __name__ == "__main__":
