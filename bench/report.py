@@ -283,7 +283,16 @@ def _integrity_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    peak_header = ["scenario", "server", "events/s", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "child RSS MB"]
+    peak_header = [
+        "scenario",
+        "server",
+        "events/s",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "child RSS MB",
+    ]
     peak_header += ["server µs/req", "server µs/event", "server cores", "loop thread cores", "PG cores"]
     peak_header += ["wrk cores"]
     peak_header += ["host busy cores", "other cores", "ratio to floor"]
