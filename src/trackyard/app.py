@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trackyard.admin.server import build_admin_app
-from trackyard.archive.wiring import serving_roles
-from trackyard.archive.writer import CommittedFeed
+from trackyard.archive.wiring import replay_scheduler
+from trackyard.background import BackgroundProcess
 from trackyard.config import Config
 from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
@@ -24,7 +24,6 @@ from trackyard.ingest.http import CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.sources import SourceDirectory
 from trackyard.spec import now_ms
 from trackyard.store import Store
-from trackyard.warehouse.process import WarehouseProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class Runtime:
             owner=self.process_id,
             lease_ttl_s=self.config.lease_ttl_s,
         )
-        self.warehouses = WarehouseProcess(self.config.data_dir)
+        self.background = BackgroundProcess(self.config.data_dir)
 
     async def start(self) -> None:
         """Start what this process's role does: ingest, the workers, or both."""
@@ -70,20 +69,9 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._maintain()))
         if self.config.runs_workers:
             self._tasks.append(asyncio.create_task(self.delivery.run()))
-            self._tasks.append(asyncio.create_task(self.warehouses.run()))
-            self._tasks.extend(
-                asyncio.create_task(role)
-                for role in serving_roles(self.config, self.store, self.delivery.options, self._feed())
-            )
-
-    def _feed(self) -> CommittedFeed | None:
-        """The archive writer takes what this process commits from memory when it ingests too,
-        on the embedded store (PostgreSQL's appends do not say their seqs: no feed to poll)."""
-        if not self.config.serves_ingest or self.config.uses_postgres:
-            return None
-        feed = CommittedFeed()
-        self.committer.stored_listeners.append(feed.committed)
-        return feed
+            self._tasks.append(asyncio.create_task(self.background.run()))
+            scheduler = replay_scheduler(self.config, self.store, self.delivery.options)
+            self._tasks.append(asyncio.create_task(scheduler.run()))
 
     async def stop(self) -> None:
         for task in self._tasks:

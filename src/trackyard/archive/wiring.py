@@ -1,15 +1,15 @@
-"""From a process's configuration to the archive's parts: the storage, the writer and the
-replay scheduler that `trackyard serve` runs in the background."""
+"""From a process's configuration to the archive's parts: the storage, the writer (which
+`trackyard serve` runs in its background child) and the replay scheduler (which it runs
+itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trackyard.archive.replay import ReplayScheduler
 from trackyard.archive.retention import RetentionPolicy
 from trackyard.archive.storage import ArchiveStorage, FileSystemStorage, S3Storage
-from trackyard.archive.writer import ArchiveOptions, ArchiveWriter, CommittedFeed, new_owner
+from trackyard.archive.writer import ArchiveOptions, ArchiveWriter, new_owner
 from trackyard.delivery.worker import WorkerOptions
 from trackyard.store import Store
 
@@ -38,13 +38,9 @@ def archive_options(config: Config) -> ArchiveOptions:
     )
 
 
-def serving_roles(
-    config: Config, store: Store, options: WorkerOptions, feed: CommittedFeed | None = None
-) -> list[Coroutine[Any, Any, None]]:
-    """The archive writer (with log retention) and the runner of pending replays; `feed` hands
-    the writer what this process's committer stored."""
-    storage = archive_storage(config)
-    owner = new_owner()
-    writer = ArchiveWriter(store, storage, archive_options(config), owner, feed)
-    scheduler = ReplayScheduler(store, storage, owner, options, config.replay_lease_s)
-    return [writer.run(), scheduler.run()]
+def archive_writer(config: Config, store: Store) -> ArchiveWriter:
+    return ArchiveWriter(store, archive_storage(config), archive_options(config), new_owner())
+
+
+def replay_scheduler(config: Config, store: Store, options: WorkerOptions) -> ReplayScheduler:
+    return ReplayScheduler(store, archive_storage(config), new_owner(), options, config.replay_lease_s)

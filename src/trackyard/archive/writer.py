@@ -30,11 +30,8 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +48,7 @@ from trackyard.archive.retention import (
 )
 from trackyard.archive.storage import SUFFIX, ArchiveStorage
 from trackyard.spec import now_ms
-from trackyard.store import LogRecord, Store, StoredEvent
+from trackyard.store import Store, StoredEvent
 from trackyard.store.archive import ARCHIVE_CONSUMER, ArchiveFile
 
 log = logging.getLogger(__name__)
@@ -59,9 +56,7 @@ log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 PUBLISHING_SETTING = "archive_publishing"
 IDLE_S = 0.5
-FED_IDLE_S = 0.1  # with a feed: poll often, so that it holds few events
 RETENTION_EVERY_S = 60.0
-FEED_MAX_EVENTS = 20_000
 
 
 @dataclass
@@ -77,53 +72,6 @@ class ArchiveOptions:
     @property
     def lease_ms(self) -> int:
         return int(self.lease_s * 1000)
-
-
-class CommittedFeed:
-    """What this process's committer just stored, handed to the archive writer so that it need
-    not read it back from the log (that read was ~1.6 µs per event, in ingest's process).
-
-    Holds at most `max_events`, dropping the oldest: the writer reads whatever it misses (after
-    a restart, while behind, across seqs other processes wrote) from the log as before.
-    """
-
-    def __init__(self, max_events: int = FEED_MAX_EVENTS) -> None:
-        self.max_events = max_events
-        self._chunks: deque[tuple[int, Sequence[LogRecord]]] = deque()  # (first seq, records)
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def committed(self, first_seq: int, records: Sequence[LogRecord]) -> None:
-        """Called on the committer's thread after each commit, in seq order."""
-        with self._lock:
-            self._chunks.append((first_seq, records))
-            self._size += len(records)
-            while self._size > self.max_events:
-                self._size -= len(self._chunks.popleft()[1])
-
-    def take(self, after: int, limit: int) -> list[StoredEvent]:
-        """Up to `limit` events from seq `after + 1` on, without a gap; [] when it does not hold
-        `after + 1`."""
-        events: list[StoredEvent] = []
-        with self._lock:
-            self._forget_upto(after)
-            while self._chunks and len(events) < limit:
-                first, records = self._chunks[0]
-                if first > after + 1:
-                    break
-                start = after + 1 - first
-                taken = records[start : start + limit - len(events)]
-                events.extend(
-                    StoredEvent(seq, r.source_id, r.received_ms, r.body)
-                    for seq, r in enumerate(taken, start=after + 1)
-                )
-                after += len(taken)
-                self._forget_upto(after)
-        return events
-
-    def _forget_upto(self, seq: int) -> None:
-        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) - 1 <= seq:
-            self._size -= len(self._chunks.popleft()[1])
 
 
 class LostLease(Exception):
@@ -230,13 +178,11 @@ class ArchiveWriter:
         storage: ArchiveStorage,
         options: ArchiveOptions | None = None,
         owner: str | None = None,
-        feed: CommittedFeed | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.options = options or ArchiveOptions()
         self.owner = owner or new_owner()
-        self.feed = feed
         self.read_upto = 0
         self.position = 0
         self._open: dict[int, _OpenFile] = {}
@@ -294,9 +240,7 @@ class ArchiveWriter:
     # -- writing ---------------------------------------------------------------------------
     def step(self) -> int:
         """Archive one page of the log; checkpoint when due. Returns how many events were read."""
-        page = self.feed.take(self.read_upto, self.options.page_size) if self.feed else []
-        if not page:
-            page = self.store.read_log(self.read_upto, self.options.page_size)
+        page = self.store.read_log(self.read_upto, self.options.page_size)
         for source_id, events in _runs_by_source(page):
             self._write(source_id, events)
         if page:
@@ -398,7 +342,7 @@ class ArchiveWriter:
                     await asyncio.to_thread(self._abandon)
                     busy = False
                 if not busy:
-                    await asyncio.sleep(FED_IDLE_S if self.feed else IDLE_S)
+                    await asyncio.sleep(IDLE_S)
         finally:
             await asyncio.shield(asyncio.to_thread(self._stop))
 

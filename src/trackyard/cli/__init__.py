@@ -10,11 +10,11 @@ import sys
 
 from trackyard import __version__
 from trackyard.admin.service import ServiceError
-from trackyard.cli import archive, destinations, serve, sources, status, warehouse
+from trackyard.cli import archive, background, destinations, serve, sources, status, warehouse
 from trackyard.cli.common import CommandError, err
 from trackyard.store import StoreError
 
-COMMANDS = (serve, sources, destinations, archive, status, warehouse)
+COMMANDS = (serve, sources, destinations, archive, status, warehouse, background)
 
 
 def main(argv: list[str] | None = None) -> None:

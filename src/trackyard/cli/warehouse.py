@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
+from trackyard import background
 from trackyard.cli.common import config_from, open_store, out, print_json_line
-from trackyard.warehouse import process, service
+from trackyard.warehouse import service
 from trackyard.warehouse.registry import SyncResult
 from trackyard.warehouse.runner import WarehouseRunner
 
@@ -33,7 +34,6 @@ def register(commands: Any) -> None:
     run = parser.add_parser(
         "run", help="keep every warehouse within TRACKYARD_WAREHOUSE_INTERVAL_S of the log until stopped"
     )
-    run.add_argument("--child-of", type=int, help=argparse.SUPPRESS)  # serve's pid, when serve started it
     run.set_defaults(handler=cmd_run)
     status = parser.add_parser("status", help="last sync, rows loaded, lag and last error of each warehouse")
     status.add_argument("--json", action="store_true")
@@ -64,15 +64,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    """What `serve` runs as its child (see warehouse/process.py); also usable on its own."""
-    if args.child_of:
-        process.become_child_of(args.child_of)
+    """The loader on its own (`serve` runs the same in its background child)."""
     config = config_from(args)
     with open_store(args) as store:
         runner = WarehouseRunner(
             store, config.builtin_warehouse, config.warehouse_interval_s, config.warehouse_batch_events
         )
-        process.run_until_stopped(runner.run(), args.child_of)
+        background.run_until_stopped(runner.run(), None)
 
 
 def cmd_sync(args: argparse.Namespace) -> None:

@@ -46,8 +46,6 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="trackyard-committer", daemon=True)
         self.listeners: list[Callable[[], None]] = []  # called on the writer thread after each commit
-        # (first seq, stored records) of each commit whose store says them, on the writer thread
-        self.stored_listeners: list[Callable[[int, Sequence[LogRecord]], None]] = []
         self.commits = 0
         self.stored = 0
         self.duplicates = 0
@@ -107,9 +105,6 @@ class GroupCommitter:
         for pending in group:
             pending.loop.call_soon_threadsafe(_resolve, pending.future, None)
         if result.stored:
-            if result.first_seq:
-                for stored_listener in self.stored_listeners:
-                    stored_listener(result.first_seq, result.records)
             for listener in self.listeners:
                 listener()
 

@@ -118,6 +118,16 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class LogColumns:
+    """Events of the log as three columns, for a consumer that takes them in bulk (the
+    warehouse loader): no object per event, and little Python work holding the GIL."""
+
+    seqs: Sequence[int]
+    source_ids: Sequence[int]
+    bodies: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredFailure:
     id: int
     source_id: int
@@ -147,10 +157,6 @@ class AppendResult:
     stored: int
     duplicates: int
     failed: int
-    # The stored records, at seqs first_seq, first_seq + 1, …: an engine that knows them
-    # says so (SQLite); 0 and () otherwise.
-    first_seq: int = 0
-    records: Sequence[LogRecord] = ()
 
 
 def segment_table(segment_id: int) -> str:
@@ -222,6 +228,11 @@ class Store(DeliveryTables, ArchiveTables, CoordinationTables, ABC):
         self, after: int = 0, limit: int = 1000, source_id: int | None = None, since_ms: int | None = None
     ) -> list[StoredEvent]:
         """Events with seq > after, in seq order, optionally of one source and received at or after since_ms."""
+
+    def read_log_columns(self, after: int = 0, limit: int = 1000) -> LogColumns:
+        """`read_log(after, limit)` as columns: seq, source_id and body of each event."""
+        events = self.read_log(after, limit)
+        return LogColumns([e.seq for e in events], [e.source_id for e in events], [e.body for e in events])
 
     @abstractmethod
     def head(self) -> int:

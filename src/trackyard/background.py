@@ -1,12 +1,14 @@
-"""Warehouse loading in a process of its own: `trackyard warehouse run`, which `serve` keeps
-running as its child.
+"""The serving process's background child, `trackyard background`: the warehouse loader and
+the archive writer (with log retention), in a process of their own.
 
-Inside the serving process, DuckDB's work (JSON extraction, Arrow batches, its buffers)
-shared the heap and the GIL with ingest: each batch raised ingest's latency and the
-process's peak RSS by hundreds of MB. As a child it runs at a lower CPU priority
-(`CHILD_NICE`), so under peak load the kernel gives ingest the cores and the warehouse
-catches up afterwards; it stops with its parent (PR_SET_PDEATHSIG, and a check of the
-parent's pid every tick for other systems), and the parent starts it again if it exits.
+Inside the serving process both shared the GIL with ingest: DuckDB's batches (JSON
+extraction, Arrow, its buffers) raised ingest's latency and peak RSS by hundreds of MB, and
+the archive writer's line and zstd work took ~10 % of the GIL that ingest is bound by. As a
+child they run at a lower CPU priority (`CHILD_NICE`), so under peak load the kernel gives
+ingest the cores and they catch up afterwards (both are consumers of the log, with their own
+positions). The child stops with its parent (PR_SET_PDEATHSIG, and a check of the parent's
+pid every tick for other systems), and the parent starts it again if it exits. Replays stay
+in the serving process: they deliver, as the destination workers do.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ STOP_TIMEOUT_S = 60.0  # a batch in progress finishes before the child exits
 PARENT_CHECK_S = 1.0
 
 
-class WarehouseProcess:
-    """Keeps one `trackyard warehouse run` child alive while the serving process runs."""
+class BackgroundProcess:
+    """Keeps one `trackyard background` child alive while the serving process runs."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.pid: int | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "trackyard", "warehouse", "run", "--child-of", str(os.getpid())]
+        return [sys.executable, "-m", "trackyard", "background", "--child-of", str(os.getpid())]
 
     async def run(self) -> None:
         delay = RESTART_DELAY_S
@@ -59,7 +61,7 @@ class WarehouseProcess:
             if time.monotonic() - started >= HEALTHY_AFTER_S:
                 delay = RESTART_DELAY_S
             log.warning(
-                "warehouse loader (pid %d) exited with %s; restarting in %.0f s", child.pid, code, delay
+                "background process (pid %d) exited with %s; restarting in %.0f s", child.pid, code, delay
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY_CAP_S)

@@ -1,5 +1,5 @@
-"""`serve` loads its warehouses from a child process (`trackyard warehouse run`): at a lower
-priority, started again when it dies, and gone when the server is gone."""
+"""`serve` loads its warehouses and writes its archive from a child process (`trackyard
+background`): at a lower priority, started again when it dies, and gone when the server is gone."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import httpx
 from tests.conftest import PG_URL
 from tests.warehouse.test_serve import query_when_loaded, send_scenario
 from trackyard.config import Config
+from trackyard.spec import now_ms
+from trackyard.store.archive import ARCHIVE_CONSUMER
 
 COUNT_TRACKS = 'SELECT count(*) FROM "default".tracks'
 
@@ -30,15 +32,28 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def loader_of(server_pid: int, timeout_s: float = 20.0) -> int:
+def background_of(server_pid: int, timeout_s: float = 20.0) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in children(server_pid):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"warehouse" in cmdline and b"run" in cmdline:
+            if b"background" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                 return pid
         time.sleep(0.1)
-    raise AssertionError(f"no warehouse loader child of {server_pid}")
+    raise AssertionError(f"no background child of {server_pid}")
+
+
+def archive_lease_pid(data_dir: Path) -> int | None:
+    """The pid in the owner ('host:pid:nonce') of the unexpired archive lease."""
+    store = Config.from_env({"TRACKYARD_DATA_DIR": str(data_dir)}).open_store()
+    try:
+        owners = [
+            lease.owner
+            for lease in store.leases()
+            if lease.name == ARCHIVE_CONSUMER and lease.expires_ms > now_ms()
+        ]
+    finally:
+        store.close()
+    return int(owners[0].split(":")[1]) if owners else None
 
 
 def nice_of(pid: int) -> int:
@@ -61,17 +76,18 @@ def wait_gone(pid: int, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"process {pid} still runs")
 
 
-def test_the_loader_runs_apart_is_restarted_and_dies_with_the_server(make_server):
+def test_loader_and_archive_run_apart_are_restarted_and_die_with_the_server(make_server):
     server = make_server(TRACKYARD_WAREHOUSE_INTERVAL_S="1").start()
-    loader = loader_of(server.process.pid)
-    wait_for(lambda: nice_of(loader) == nice_of(server.process.pid) + 10, "the loader lowers its priority")
+    loader = background_of(server.process.pid)
+    wait_for(lambda: nice_of(loader) == nice_of(server.process.pid) + 10, "the child lowers its priority")
     send_scenario(server)
     first = query_when_loaded(server.data_dir / "warehouse.duckdb", COUNT_TRACKS)[0][0]
     assert first > 0
+    wait_for(lambda: archive_lease_pid(server.data_dir) == loader, "the child holds the archive lease")
 
     os.kill(loader, signal.SIGKILL)
     wait_gone(loader)
-    replacement = loader_of(server.process.pid)
+    replacement = background_of(server.process.pid)
     assert replacement != loader
     later = [
         {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": f"later-{i}"} for i in range(5)
@@ -83,6 +99,11 @@ def test_the_loader_runs_apart_is_restarted_and_dies_with_the_server(make_server
     wait_for(
         lambda: query_when_loaded(server.data_dir / "warehouse.duckdb", COUNT_TRACKS)[0][0] == first + 5,
         "the restarted loader loads what came after",
+        timeout_s=60,
+    )
+    wait_for(
+        lambda: archive_lease_pid(server.data_dir) == replacement,
+        "the restarted child takes the archive over once the dead one's lease expires",
         timeout_s=60,
     )
 
