@@ -175,6 +175,23 @@ def test_an_oversize_event_inside_a_batch_fails_alone(server: Server, key: str, 
     assert_still_serving(server, key)
 
 
+def test_32_kb_counts_the_event_as_sent_not_the_servers_additions(
+    server: Server, key: str, since: str
+) -> None:
+    """An event just under 32 KB, stored with receivedAt, timestamp, channel and context added,
+    is over 32 KB as stored: it must still be accepted, as Segment accepts it."""
+    just_under = event_of_size(32 * 1024 - 10, new_id("edge"))
+    over = event_of_size(32 * 1024 + 1, new_id("over"))
+    assert_success(post(server, "/v1/batch", {"batch": [just_under, over]}, key=key))
+    [stored] = server.events("--since", since)
+    assert stored["messageId"] == just_under["messageId"]
+    assert len(orjson.dumps(stored)) > 32 * 1024
+    [failure] = failed(server, "--since", since)
+    assert failure["code"] == "message_too_large"
+    assert failure["event"]["messageId"] == over["messageId"]
+    assert "receivedAt" not in failure["event"]  # kept as sent, without the server's additions
+
+
 def peak_rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

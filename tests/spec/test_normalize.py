@@ -206,6 +206,24 @@ def test_envelope_context_is_not_shared_between_messages() -> None:
     assert envelope.context == {"locale": "nl-NL"}
 
 
+@pytest.mark.parametrize("envelope", [client_envelope(context={"locale": "nl-NL"}), server_envelope()])
+def test_the_message_as_sent_is_left_untouched(envelope: Envelope) -> None:
+    sent = track(
+        writeKey="wk",
+        userId=42,
+        timestamp="2025-05-01T09:59:00+00:00",
+        context={"direct": True, "library": {"name": "x"}},
+        integrations={"All": True},
+    )
+    before = copy.deepcopy(sent)
+    event = normalise(sent, envelope)
+    assert sent == before  # a failure record keeps the event as it came
+    assert event["context"]["ip"] == CLIENT_IP and event["userId"] == "42" and "writeKey" not in event
+    with pytest.raises(InvalidEvent):
+        normalise(invalid := track(userId=None, messageId=7), envelope)
+    assert invalid == track(userId=None, messageId=7)
+
+
 # -- messageId -------------------------------------------------------------------------
 @pytest.mark.parametrize("fields", [{}, {"messageId": None}, {"messageId": ""}])
 def test_message_id_is_assigned_when_missing(fields: dict[str, Any]) -> None:

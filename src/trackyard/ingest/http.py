@@ -133,12 +133,10 @@ class CollectionAPI:
         if route.kind == "batch":
             items = _batch_items(payload)
             envelope = self._envelope(scope, headers, route, received_ms, payload, items)
-            records, failures = _build(
-                items, envelope, source.id, None, check_sizes=len(body) > MAX_MESSAGE_BYTES
-            )
+            records, failures = _build(items, envelope, source.id, None)
         else:
             envelope = self._envelope(scope, headers, route, received_ms, None, [payload])
-            records, failures = _build([payload], envelope, source.id, route.implied_type, check_sizes=False)
+            records, failures = _build([payload], envelope, source.id, route.implied_type)
         try:
             await self.committer.commit(records, failures)
         except StoreUnavailable as exc:
@@ -223,43 +221,39 @@ class CollectionAPI:
 
 
 def _build(
-    items: list[Any], envelope: Envelope, source_id: int, implied_type: str | None, *, check_sizes: bool
+    items: list[Any], envelope: Envelope, source_id: int, implied_type: str | None
 ) -> tuple[list[LogRecord], list[FailureRecord]]:
     records: list[LogRecord] = []
     failures: list[FailureRecord] = []
+    received_ms = envelope.received_ms
     for item in items:
         try:
-            if check_sizes and len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
-                failures.append(
-                    FailureRecord.of(
-                        source_id,
-                        envelope.received_ms,
-                        "message_too_large",
-                        f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB",
-                        item,
-                    )
-                )
-                continue
             event = normalise(item, envelope, implied_type)
             body = orjson.dumps(event)
         except InvalidEvent as exc:
-            failures.append(FailureRecord.of(source_id, envelope.received_ms, exc.code, exc.message, item))
+            failures.append(FailureRecord.of(source_id, received_ms, exc.code, exc.message, item))
             continue
         except orjson.JSONEncodeError:
             # orjson parses 1,024 levels of nesting but serialises only ~254: without this
             # an event nested 255–1,023 levels deep made the whole request a 500.
-            failures.append(
-                FailureRecord.of(
-                    source_id,
-                    envelope.received_ms,
-                    "nesting_too_deep",
-                    "event nests arrays or objects too deeply (at most about 250 levels)",
-                    item,
-                )
-            )
+            failures.append(FailureRecord.of(source_id, received_ms, *_TOO_DEEP, item))
             continue
-        records.append(LogRecord(source_id, event["messageId"], envelope.received_ms, event["type"], body))
+        if len(body) > MAX_MESSAGE_BYTES and _too_large_as_sent(item):
+            failures.append(FailureRecord.of(source_id, received_ms, *_TOO_LARGE, item))
+            continue
+        records.append(LogRecord(source_id, event["messageId"], received_ms, event["type"], body))
     return records, failures
+
+
+_TOO_DEEP = ("nesting_too_deep", "event nests arrays or objects too deeply (at most about 250 levels)")
+_TOO_LARGE = ("message_too_large", f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB")
+
+
+def _too_large_as_sent(item: Any) -> bool:
+    """Segment's 32 KB applies to the event as sent (compact JSON). Measured only when the
+    stored form is over the limit: an event is refused when both are, so the server's own
+    additions never push an event over, and no event costs a second serialisation."""
+    return len(orjson.dumps(item)) > MAX_MESSAGE_BYTES
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -53,27 +53,29 @@ class Envelope:
 def normalise(message: object, envelope: Envelope, implied_type: str | None = None) -> dict[str, Any]:
     """Validate `message` and return it normalised for the log; raise InvalidEvent otherwise.
 
-    The message dict is modified in place (it was just decoded from the request body).
+    `message` itself is left as it was sent (a failure record keeps it so); the result is a
+    shallow copy whose changed nested objects are new.
     """
     if not isinstance(message, dict):
         raise InvalidEvent("invalid_event", "each event must be a JSON object")
     call_type = implied_type or message.get("type")
-    if not isinstance(call_type, str) or call_type not in CALL_TYPES:  # a list or object is unhashable
+    if call_type.__class__ is not str or call_type not in CALL_TYPES:  # a list or object is unhashable
         raise InvalidEvent(
             "invalid_type", f"'type' must be one of {', '.join(sorted(CALL_TYPES))}; got {call_type!r}"
         )
-    message["type"] = call_type
-    message.pop("writeKey", None)
+    event = dict(message)
+    event["type"] = call_type
+    event.pop("writeKey", None)
     for name in _OBJECT_FIELDS:
-        value = message.get(name)
+        value = event.get(name)
         if value is not None and not isinstance(value, dict):
             raise InvalidEvent(f"invalid_{name}", f"'{name}' must be an object; got {_json_type(value)}")
-    _check_identity(message, call_type)
-    _merge_envelope(message, envelope)
-    _assign_message_id(message)
-    _stamp_times(message, envelope)
-    _stamp_context(message, envelope)
-    return message
+    _check_identity(event, call_type)
+    _merge_envelope(event, envelope)
+    _assign_message_id(event)
+    _stamp_times(event, envelope)
+    _stamp_context(event, envelope)
+    return event
 
 
 def _check_identity(message: dict[str, Any], call_type: str) -> None:
@@ -88,7 +90,7 @@ def _check_identity(message: dict[str, Any], call_type: str) -> None:
         raise InvalidEvent("no_user_anon_id", f"{call_type} requires 'userId' or 'anonymousId'")
     if call_type == "track":
         event = message.get("event")
-        if not isinstance(event, str) or not event.strip():
+        if event.__class__ is not str or not event.strip():
             raise InvalidEvent("no_event_name", "track requires 'event', a non-empty string")
     elif call_type == "group" and not message.get("groupId"):
         raise InvalidEvent("no_group_id", "group requires 'groupId'")
@@ -122,7 +124,8 @@ def _assign_message_id(message: dict[str, Any]) -> None:
     if message_id is None or message_id == "":
         message["messageId"] = f"ty-{uuid.uuid4()}"
         return
-    message_id = _id_string(message_id, "messageId")
+    if message_id.__class__ is not str:
+        message_id = _id_string(message_id, "messageId")
     if len(message_id) > MAX_MESSAGE_ID_LENGTH:
         raise InvalidEvent(
             "invalid_message_id", f"'messageId' must be at most {MAX_MESSAGE_ID_LENGTH} characters"
@@ -206,8 +209,9 @@ def _stamp_context(message: dict[str, Any], envelope: Envelope) -> None:
         and "ip" not in context
         and (envelope.client_endpoint or context.get("direct") is True)
     ):
-        context["ip"] = envelope.client_ip
-    message.setdefault("channel", envelope.channel)
+        message["context"] = {**context, "ip": envelope.client_ip}  # the sent context stays as sent
+    if "channel" not in message:
+        message["channel"] = envelope.channel
 
 
 def _json_type(value: object) -> str:
