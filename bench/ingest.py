@@ -97,8 +97,9 @@ class Peak:
     stored_events: int
     server_us_per_req: float
     server_us_per_event: float
-    server_cores: float
-    loop_thread_cores: float  # the server's main thread: the event loop (HTTP, parsing, validation)
+    server_cores: float  # serve and its parser processes
+    parser_cores: float  # of which the parser processes
+    loop_thread_cores: float  # the server's main thread: the event loop (HTTP, validation, commits)
     loadgen_cores: float
     host_cores: float
     postgres_cores: float
@@ -125,8 +126,8 @@ class Outcome:
     peak: Peak | None = None
     half: HalfRate | None = None
     dedupe_ok: bool | None = None
-    peak_rss_mb: float | None = None
-    children_peak_rss_mb: float | None = None  # the warehouse loader serve starts as its child
+    peak_rss_mb: float | None = None  # serve and its parser processes, each at its own peak
+    children_peak_rss_mb: float | None = None  # serve's background child (warehouse loader, archive)
     stored_total: int | None = None
     distinct_total: int | None = None
     rss_growth_bytes_per_event: float | None = None
@@ -239,6 +240,7 @@ class Window:
 
     started: float
     server_cpu: float
+    parser_cpu: dict[int, float]
     loop_cpu: float
     threads_cpu: dict[int, float]
     host_busy: float
@@ -249,6 +251,7 @@ class Window:
         return cls(
             time.monotonic(),
             procs.cpu_seconds(server.pid),
+            {pid: procs.cpu_seconds(pid) for pid in procs.parsers_of(server.pid)},
             procs.main_thread_cpu_seconds(server.pid),
             procs.thread_cpu_seconds(server.pid),
             procs.host_busy_seconds()[0],
@@ -256,7 +259,13 @@ class Window:
         )
 
     def server_cpu_s(self, server: Server) -> float:
-        return procs.cpu_seconds(server.pid) - self.server_cpu
+        """CPU seconds of serve and its parsers since the window opened."""
+        return procs.cpu_seconds(server.pid) - self.server_cpu + self.parser_cpu_s(server)
+
+    def parser_cpu_s(self, server: Server) -> float:
+        return sum(
+            procs.cpu_seconds(pid) - self.parser_cpu.get(pid, 0.0) for pid in procs.parsers_of(server.pid)
+        )
 
     def thread_cores(self, server: Server) -> dict[str, float]:
         """Cores used by each thread (by thread id) since the window opened, busiest first."""
@@ -273,6 +282,7 @@ class Window:
         pg = procs.cpu_seconds_of("postgres") - self.postgres_cpu if with_postgres else 0.0
         return {
             "server_cores": self.server_cpu_s(server) / elapsed,
+            "parser_cores": self.parser_cpu_s(server) / elapsed,
             "loop_thread_cores": loop / elapsed,
             "host_cores": host / elapsed,
             "postgres_cores": pg / elapsed,
@@ -461,8 +471,8 @@ def measure(
         outcome.rss_growth_bytes_per_event = growth / max(outcome.stored_total - stored_warm, 1)
     if server.process.poll() is not None:
         raise RuntimeError(f"the server died: {procs.log_tail(server.log)}")
-    outcome.peak_rss_mb = procs.peak_rss_mb(server.pid)
-    outcome.children_peak_rss_mb = sum(procs.peak_rss_mb(child) for child in procs.children(server.pid))
+    outcome.peak_rss_mb = sum(procs.peak_rss_mb(pid) for pid in [server.pid, *procs.parsers_of(server.pid)])
+    outcome.children_peak_rss_mb = sum(procs.peak_rss_mb(pid) for pid in procs.background_of(server.pid))
 
 
 # -- profiling (optional, needs py-spy) ----------------------------------------------------

@@ -114,12 +114,32 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (serve's warehouse loader)."""
+    """The live child processes of `pid` (serve's parsers and its background child)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             found += [int(child) for child in (task / "children").read_text().split()]
     return found
+
+
+def parsers_of(pid: int) -> list[int]:
+    """serve's parser processes: part of ingest, so their CPU and memory count as the server's."""
+    return [child for child in children(pid) if PARSER_MODULE in _cmdline(child)]
+
+
+def background_of(pid: int) -> list[int]:
+    """serve's other children: the warehouse loader and archive writer."""
+    return [child for child in children(pid) if PARSER_MODULE not in _cmdline(child)]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+PARSER_MODULE = b"trackyard.ingest.parser_worker"
 
 
 def rss_mb(pid: int) -> float:

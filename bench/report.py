@@ -215,7 +215,7 @@ def markdown_table(header: list[str], lines: list[list[str]], left: int = 2) -> 
 def _peak_line(row: dict[str, Any]) -> list[str]:
     p = row["peak"]
     if p is None:
-        return [row["scenario"], row["target"], "failed: " + "; ".join(row["errors"])[:200], *["–"] * 13]
+        return [row["scenario"], row["target"], "failed: " + "; ".join(row["errors"])[:200], *["–"] * 14]
     return [
         row["scenario"],
         row["target"],
@@ -228,6 +228,7 @@ def _peak_line(row: dict[str, Any]) -> list[str]:
         number(p["server_us_per_req"], 0),
         number(p["server_us_per_event"], 1),
         number(p["server_cores"], 2),
+        number(p.get("parser_cores", 0.0), 2),
         number(p["loop_thread_cores"], 2),
         number(p["postgres_cores"], 2) if row["target"].endswith("postgres") else "–",
         number(p["loadgen_cores"], 2),
@@ -291,9 +292,10 @@ def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "p50 ms",
         "p99 ms",
         "peak RSS MB",
-        "child RSS MB",
+        "background RSS MB",
     ]
-    peak_header += ["server µs/req", "server µs/event", "server cores", "loop thread cores", "PG cores"]
+    peak_header += ["server µs/req", "server µs/event", "server cores", "of which parsers"]
+    peak_header += ["loop thread cores", "PG cores"]
     peak_header += ["wrk cores"]
     peak_header += ["host busy cores", "other cores", "ratio to floor"]
     half_header = ["scenario", "server", "offered req/s", "achieved req/s", "events/s", "p50 ms", "p99 ms"]

@@ -21,6 +21,7 @@ from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
 from trackyard.ingest.committer import GroupCommitter
 from trackyard.ingest.http import CollectionAPI, Receive, Scope, Send
+from trackyard.ingest.parsers import ParserPool, default_parsers
 from trackyard.ingest.sources import SourceDirectory
 from trackyard.spec import now_ms
 from trackyard.store import Store
@@ -45,6 +46,8 @@ class Runtime:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sources = SourceDirectory(self.store)
         self.committer = GroupCommitter(self.store)
+        parsers = self.config.ingest_parsers
+        self.parsers = ParserPool(default_parsers() if parsers is None else parsers)
         self.delivery = DeliveryEngine(
             self.store,
             WorkerOptions(
@@ -66,6 +69,7 @@ class Runtime:
             loop = asyncio.get_running_loop()
             self.committer.listeners.append(lambda: loop.call_soon_threadsafe(self.delivery.notify))
             self.committer.start()
+            await self.parsers.start()
             self._tasks.append(asyncio.create_task(self._maintain()))
         if self.config.runs_workers:
             self._tasks.append(asyncio.create_task(self.delivery.run()))
@@ -79,6 +83,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.config.serves_ingest:
+            await self.parsers.stop()
             await asyncio.to_thread(self.committer.stop)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.store.forget_process, self.process_id)
@@ -122,7 +127,7 @@ def build_app(runtime: Runtime) -> Any:
     if config.admin:
         fallback = build_admin_app(runtime.store, config, sources_changed=runtime.sources.reload)
     http = (
-        CollectionAPI(config, runtime.sources, runtime.committer, fallback=fallback)
+        CollectionAPI(config, runtime.sources, runtime.committer, fallback=fallback, parsers=runtime.parsers)
         if config.serves_ingest
         else fallback
     )

@@ -35,6 +35,9 @@ class Config:
     segment_rows: int = DEFAULT_SEGMENT_ROWS
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
+    ingest_parsers: int | None = (
+        None  # parser processes for batch bodies; None: one per core beyond the first
+    )
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     role: str = "all"  # all, ingest or worker
     admin: bool = True  # serve the web app and the admin API
@@ -67,6 +70,9 @@ class Config:
             "segment_rows": int(env.get("TRACKYARD_SEGMENT_ROWS", DEFAULT_SEGMENT_ROWS)),
             "sqlite_synchronous": env.get("TRACKYARD_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "sqlite_busy_timeout_ms": int(env.get("TRACKYARD_SQLITE_BUSY_TIMEOUT_MS", 5000)),
+            "ingest_parsers": int(env["TRACKYARD_INGEST_PARSERS"])
+            if env.get("TRACKYARD_INGEST_PARSERS")
+            else None,
             "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
             "lease_ttl_s": float(env.get("TRACKYARD_LEASE_TTL_S", 15)),
             "retry_max_age_s": float(env.get("TRACKYARD_RETRY_MAX_AGE_S", 4 * 3600)),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
-import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from trackyard.admin.service import FirstStart, bootstrap
 from trackyard.app import Runtime, build_app
 from trackyard.cli.common import CommandError, config_from, out
 from trackyard.config import Config
+from trackyard.ingest.parsers import tune_garbage_collector
 
 
 def register(commands: Any) -> None:
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 timeout_keep_alive=30,
             )
         )
-        _tune_garbage_collector()
+        tune_garbage_collector()
         server.run()
 
 
@@ -95,15 +95,6 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
     except OSError:  # not glibc: nothing to tune
         return
     libc.mallopt(M_ARENA_MAX, arenas)
-
-
-def _tune_garbage_collector() -> None:
-    """Events are dicts without reference cycles, freed by reference counting; with the default
-    thresholds the cyclic collector ran every 700 allocations and took ~24% of the ingest
-    loop's CPU (py-spy, bench/ingest.py). Long-lived start-up objects are frozen out of it."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(200_000, 50, 100)
 
 
 @contextmanager

@@ -19,16 +19,15 @@ import orjson
 
 from trackyard.config import Config
 from trackyard.ingest.committer import GroupCommitter
+from trackyard.ingest.parse import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, RequestError, RequestShape
+from trackyard.ingest.parsers import ParserPool
 from trackyard.ingest.settings_doc import settings_document
 from trackyard.ingest.sources import SourceDirectory
-from trackyard.spec import Envelope, InvalidEvent, normalise, now_ms
+from trackyard.spec import now_ms
 from trackyard.store import FailureRecord, LogRecord, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
-MAX_BATCH_EVENTS = 2500
 RETRY_AFTER_S = 5
 
 Scope = dict[str, Any]
@@ -53,25 +52,7 @@ ROUTES: dict[str, Route] = {
     "/v1/b": Route("batch", client=True),
     "/v1/m": Route("metrics", client=True),
 }
-_MOBILE_LIBRARIES = (
-    "analytics-kotlin",
-    "analytics-swift",
-    "analytics-ios",
-    "analytics-android",
-    "analytics-react",
-)
 _SUCCESS = b'{"success":true}'
-
-
-class RequestError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
-    ):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or []
 
 
 class CollectionAPI:
@@ -83,11 +64,13 @@ class CollectionAPI:
         sources: SourceDirectory,
         committer: GroupCommitter,
         fallback: ASGIApp | None = None,
+        parsers: ParserPool | None = None,
     ) -> None:
         self.config = config
         self.sources = sources
         self.committer = committer
         self.fallback = fallback
+        self.parsers = parsers or ParserPool(0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,16 +110,22 @@ class CollectionAPI:
         if route.kind == "metrics":
             await _respond(send, scope, 200, _SUCCESS)
             return
-        payload = _decode(body)
-        source = await self._authenticate(headers, payload)
-        received_ms = now_ms()
-        if route.kind == "batch":
-            items = _batch_items(payload)
-            envelope = self._envelope(scope, headers, route, received_ms, payload, items)
-            records, failures = _build(items, envelope, source.id, None)
-        else:
-            envelope = self._envelope(scope, headers, route, received_ms, None, [payload])
-            records, failures = _build([payload], envelope, source.id, route.implied_type)
+        shape = RequestShape(
+            route.kind == "batch", route.implied_type, route.client, now_ms(), self._client_ip(scope, headers)
+        )
+        parsed = await self.parsers.parse(body, shape)
+        source = await self._authenticate(headers, parsed.write_key)
+        if parsed.error is not None:
+            raise parsed.error
+        received_ms = shape.received_ms
+        records = [
+            LogRecord(source.id, message_id, received_ms, call_type, stored)
+            for message_id, call_type, stored in parsed.events
+        ]
+        failures = [
+            FailureRecord(source.id, received_ms, code, reason, kept)
+            for code, reason, kept in parsed.failures
+        ]
         try:
             await self.committer.commit(records, failures)
         except StoreUnavailable as exc:
@@ -149,8 +138,8 @@ class CollectionAPI:
             ) from exc
         await _respond(send, scope, 200, _SUCCESS)
 
-    async def _authenticate(self, headers: dict[bytes, bytes], payload: dict[str, Any]) -> Any:
-        write_key = _basic_user(headers.get(b"authorization", b"")) or _body_write_key(payload)
+    async def _authenticate(self, headers: dict[bytes, bytes], body_write_key: str | None) -> Any:
+        write_key = _basic_user(headers.get(b"authorization", b"")) or body_write_key
         if not write_key:
             raise RequestError(
                 401,
@@ -163,30 +152,6 @@ class CollectionAPI:
                 401, "invalid_write_key", "unknown write key: create a source with `trackyard source create`"
             )
         return source
-
-    def _envelope(
-        self,
-        scope: Scope,
-        headers: dict[bytes, bytes],
-        route: Route,
-        received_ms: int,
-        payload: dict[str, Any] | None,
-        items: list[Any],
-    ) -> Envelope:
-        context = integrations = sent_at = None
-        if payload is not None:
-            context = _envelope_object(payload, "context")
-            integrations = _envelope_object(payload, "integrations")
-            sent_at = payload.get("sentAt")
-        return Envelope(
-            received_ms=received_ms,
-            client_ip=self._client_ip(scope, headers),
-            client_endpoint=route.client,
-            channel=_channel(route, items),
-            sent_at=sent_at,
-            context=context,
-            integrations=integrations,
-        )
 
     def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")
@@ -218,42 +183,6 @@ class CollectionAPI:
             host = headers.get(b"x-forwarded-host", host.encode()).decode("latin-1")
             protocol = headers.get(b"x-forwarded-proto", protocol.encode()).decode("latin-1")
         return f"{host}/v1", protocol
-
-
-def _build(
-    items: list[Any], envelope: Envelope, source_id: int, implied_type: str | None
-) -> tuple[list[LogRecord], list[FailureRecord]]:
-    records: list[LogRecord] = []
-    failures: list[FailureRecord] = []
-    received_ms = envelope.received_ms
-    for item in items:
-        try:
-            event = normalise(item, envelope, implied_type)
-            body = orjson.dumps(event)
-        except InvalidEvent as exc:
-            failures.append(FailureRecord.of(source_id, received_ms, exc.code, exc.message, item))
-            continue
-        except orjson.JSONEncodeError:
-            # orjson parses 1,024 levels of nesting but serialises only ~254: without this
-            # an event nested 255–1,023 levels deep made the whole request a 500.
-            failures.append(FailureRecord.of(source_id, received_ms, *_TOO_DEEP, item))
-            continue
-        if len(body) > MAX_MESSAGE_BYTES and _too_large_as_sent(item):
-            failures.append(FailureRecord.of(source_id, received_ms, *_TOO_LARGE, item))
-            continue
-        records.append(LogRecord(source_id, event["messageId"], received_ms, event["type"], body))
-    return records, failures
-
-
-_TOO_DEEP = ("nesting_too_deep", "event nests arrays or objects too deeply (at most about 250 levels)")
-_TOO_LARGE = ("message_too_large", f"event is larger than {MAX_MESSAGE_BYTES // 1024} KB")
-
-
-def _too_large_as_sent(item: Any) -> bool:
-    """Segment's 32 KB applies to the event as sent (compact JSON). Measured only when the
-    stored form is over the limit: an event is refused when both are, so the server's own
-    additions never push an event over, and no event costs a second serialisation."""
-    return len(orjson.dumps(item)) > MAX_MESSAGE_BYTES
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -291,36 +220,6 @@ def _too_large(limit: int) -> str:
     return f"{what} may be at most {limit // 1024} KB"
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise RequestError(400, "invalid_json", "the request body is empty; send a JSON object")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise RequestError(400, "invalid_json", "the body must be a JSON object")
-    return payload
-
-
-def _batch_items(payload: dict[str, Any]) -> list[Any]:
-    items = payload.get("batch")
-    if not isinstance(items, list):
-        raise RequestError(400, "invalid_batch", "'batch' must be an array of events")
-    if len(items) > MAX_BATCH_EVENTS:
-        raise RequestError(
-            400, "too_many_events", f"a batch may hold at most {MAX_BATCH_EVENTS} events; got {len(items)}"
-        )
-    return items
-
-
-def _envelope_object(payload: dict[str, Any], name: str) -> dict[str, Any] | None:
-    value = payload.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise RequestError(400, f"invalid_{name}", f"the batch '{name}' must be an object")
-    return value
-
-
 def _basic_user(authorization: bytes) -> str | None:
     scheme, _, credentials = authorization.partition(b" ")
     if scheme.lower() != b"basic" or not credentials:
@@ -330,27 +229,6 @@ def _basic_user(authorization: bytes) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return decoded.partition(":")[0] or None
-
-
-def _body_write_key(payload: dict[str, Any]) -> str | None:
-    key = payload.get("writeKey")
-    if not key:
-        batch = payload.get("batch")
-        if isinstance(batch, list) and batch and isinstance(batch[0], dict):
-            key = batch[0].get("writeKey")
-    return key if isinstance(key, str) and key else None
-
-
-def _channel(route: Route, items: list[Any]) -> str:
-    if not route.client:
-        return "server"
-    first = items[0] if items and isinstance(items[0], dict) else {}
-    context = first.get("context")
-    library = context.get("library") if isinstance(context, dict) else None
-    name = library.get("name") if isinstance(library, dict) else None
-    if isinstance(name, str) and name.startswith(_MOBILE_LIBRARIES):
-        return "mobile"
-    return "browser"
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

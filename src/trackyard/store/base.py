@@ -81,14 +81,18 @@ class FailureRecord:
 
     @classmethod
     def of(cls, source_id: int, received_ms: int, code: str, reason: str, item: object) -> FailureRecord:
-        """Keep the failed event whole when it fits, else a summary: always valid JSON."""
-        try:
-            body = orjson.dumps(item)
-        except (TypeError, orjson.JSONEncodeError):  # e.g. nested deeper than orjson writes
-            body = b""
-        if not body or len(body) > MAX_FAILURE_BODY:
-            body = orjson.dumps({**_summary(item), "_truncated": True})
-        return cls(source_id, received_ms, code, reason, body)
+        return cls(source_id, received_ms, code, reason, failure_body(item))
+
+
+def failure_body(item: object) -> bytes:
+    """The failed event whole when it fits, else a summary: always valid JSON."""
+    try:
+        body = orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. nested deeper than orjson writes
+        body = b""
+    if not body or len(body) > MAX_FAILURE_BODY:
+        body = orjson.dumps({**_summary(item), "_truncated": True})
+    return body
 
 
 def _summary(item: object) -> dict[str, Any]:
