@@ -1,5 +1,5 @@
-"""`trackyard warehouse run` (serve's child process): every warehouse kept within
-`interval_s` of the log.
+"""Every warehouse kept within `interval_s` of the log: `trackyard warehouse run`, and serve's
+background child (background.py).
 
 Micro-batches by time and count: a warehouse is synced when it is behind and its last
 attempt is `interval_s` old, or at once when `batch_events` events wait. Loads run on a
