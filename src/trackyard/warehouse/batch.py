@@ -29,7 +29,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from trackyard.store import StoredEvent
+from trackyard.store.base import LogColumns
 from trackyard.warehouse.naming import literal, quote
 from trackyard.warehouse.shape import Kind, Path, Shape, add_structure
 from trackyard.warehouse.tables import ColumnSpec, Group, Load, Source, TableSpec
@@ -323,18 +323,14 @@ class _Extraction:
         return f"SELECT {', '.join(columns)} FROM ev WHERE {_filter(table, self.by_name)}"
 
 
-def arrow_page(page: Sequence[StoredEvent]) -> pa.RecordBatch:
+def arrow_page(page: LogColumns) -> pa.RecordBatch:
     """seq, source_id and body of a page of the log; the bodies are copied once, as one buffer."""
-    offsets = pa.array(itertools.accumulate((len(e.body) for e in page), initial=0), pa.int32())
+    offsets = pa.array(itertools.accumulate(map(len, page.bodies), initial=0), pa.int32())
     bodies = pa.StringArray.from_buffers(
-        len(page), offsets.buffers()[1], pa.py_buffer(b"".join(e.body for e in page))
+        len(page.bodies), offsets.buffers()[1], pa.py_buffer(b"".join(page.bodies))
     )
     return pa.RecordBatch.from_arrays(
-        [
-            pa.array([e.seq for e in page], pa.int64()),
-            pa.array([e.source_id for e in page], pa.int32()),
-            bodies,
-        ],
+        [pa.array(page.seqs, pa.int64()), pa.array(page.source_ids, pa.int32()), bodies],
         names=["seq", "source_id", "body"],
     )
 

@@ -207,11 +207,11 @@ class Loader:
     def _read(self, position: int, until: int) -> list[pa.RecordBatch]:
         chunks = []
         while position < until:
-            page = self.store.read_log(position, min(READ_PAGE, until - position))
-            if not page:
+            page = self.store.read_log_columns(position, min(READ_PAGE, until - position))
+            if not page.seqs:
                 break
             chunks.append(arrow_page(page))
-            position = page[-1].seq
+            position = page.seqs[-1]
         return chunks
 
     def _load(self, session: Session, batch: LogBatch, position: int) -> LoadResult:
