@@ -172,6 +172,32 @@ def test_a_parser_that_dies_costs_no_request() -> None:
     asyncio.run(kill_while_busy())
 
 
+def test_a_stuck_parser_is_replaced_and_its_requests_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsers, "ANSWER_TIMEOUT_S", 0.5)
+    body = BODIES["valid"]
+    expected = as_comparable(parse_request(body, SHAPE))
+
+    async def stop_it() -> None:
+        pool = await started_pool(1)
+        try:
+            [stuck] = pool.pids
+            os.kill(stuck, signal.SIGSTOP)
+            answers = await asyncio.gather(*(pool.parse(body, SHAPE) for _ in range(3)))
+            assert all(as_comparable(answer) == expected for answer in answers)
+            deadline = time.monotonic() + 20
+            while pool.pids in ([], [stuck]):
+                assert time.monotonic() < deadline, "the stuck parser was not replaced"
+                await asyncio.sleep(0.05)
+            assert (
+                not Path(f"/proc/{stuck}").exists()
+                or "Z" in Path(f"/proc/{stuck}/stat").read_text().split()[2]
+            )
+        finally:
+            await pool.stop()
+
+    asyncio.run(stop_it())
+
+
 def parser_children(pid: int) -> list[int]:
     return [
         child

@@ -13,8 +13,8 @@ Request: header [batch, implied_type, client, received_ms, client_ip], payload t
 Answer: header {"key", "error", "events": [[messageId, type, size]…], "failures": [[code,
 reason, size]…]}, payload the events' stored bodies then the failures' bodies, in order.
 
-A parser that dies (or answers nonsense) fails none of its requests: each is parsed in
-place instead, and the parser is started again.
+A parser that dies, answers nonsense or stops answering fails none of its requests: each
+is parsed in place instead, and the parser is killed if need be and started again.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 FRAME_HEAD = struct.Struct("<II")
 OFFLOAD_MIN_BYTES = 8 * 1024  # smaller bodies are parsed in place
 RESTART_DELAY_S = 1.0
+ANSWER_TIMEOUT_S = 10.0  # a 500 KB batch takes ~10 ms: a parser this late is stuck, not busy
 STOP_TIMEOUT_S = 5.0
 SOCKET_BUFFER_BYTES = 1 << 20
 
@@ -154,7 +155,11 @@ class _Parser:
         except ConnectionError as exc:
             future.cancel()  # its answer will never come; fail_pending skips it
             raise ParserGone(f"parser {self.process.pid} is gone: {exc}") from exc
-        meta, payload = await future
+        try:
+            meta, payload = await asyncio.wait_for(future, ANSWER_TIMEOUT_S)  # cancels it on timeout
+        except TimeoutError as exc:
+            self.process.kill()  # stuck: its other requests fail over when its socket closes
+            raise ParserGone(f"parser {self.process.pid} did not answer in {ANSWER_TIMEOUT_S:g} s") from exc
         try:
             return parsed_from(meta, payload)
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
