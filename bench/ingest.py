@@ -484,7 +484,7 @@ def start_profiler(
     scenario: Scenario,
     tmp: Path,
 ) -> subprocess.Popen[bytes] | None:
-    if not args.profile or target.kind != "sqlite" or scenario.name != "batch" or args.profiled:
+    if not args.profile or target.kind != "sqlite" or args.profiled:
         return None
     py_spy = Path(sys.executable).parent / "py-spy"
     command = [str(py_spy), "record", "--pid", str(server.pid), "--duration", str(int(args.seconds))]
@@ -548,7 +548,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"before each scenario, wait up to this long for other work to drop below {IDLE_CORES} cores",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the first SQLite batch peak")
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the first SQLite peak (of the first of --scenarios)")
     parser.add_argument(
         "--profile-flags", default="", help="more py-spy record flags, e.g. '--native' or '--gil'"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 _LOOSE = re.compile(
@@ -95,4 +96,5 @@ def canonical(value: str) -> tuple[int, str] | None:
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    """The wall clock in ms since the epoch (time.time_ns: a tenth of datetime.now's cost)."""
+    return time.time_ns() // 1_000_000
