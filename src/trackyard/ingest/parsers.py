@@ -118,9 +118,8 @@ class ParserGone(Exception):
 class _Parser:
     """One parser process and the requests it holds, answered in the order sent."""
 
-    def __init__(self, process: asyncio.subprocess.Process, sock: socket.socket) -> None:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.sock = sock
         self.pending: deque[asyncio.Future[tuple[bytes, bytes]]] = deque()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -141,7 +140,7 @@ class _Parser:
             )
         finally:
             theirs.close()
-        parser = cls(process, mine)
+        parser = cls(process)
         parser.reader, parser.writer = await asyncio.open_unix_connection(sock=mine)
         return parser
 
@@ -158,7 +157,8 @@ class _Parser:
         try:
             meta, payload = await asyncio.wait_for(future, ANSWER_TIMEOUT_S)  # cancels it on timeout
         except TimeoutError as exc:
-            self.process.kill()  # stuck: its other requests fail over when its socket closes
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()  # stuck: its other requests fail over when its socket closes
             raise ParserGone(f"parser {self.process.pid} did not answer in {ANSWER_TIMEOUT_S:g} s") from exc
         try:
             return parsed_from(meta, payload)
