@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 from tests.conftest import PG_URL
 from tests.warehouse.test_serve import query_when_loaded, send_scenario
@@ -56,6 +57,10 @@ def archive_lease_pid(data_dir: Path) -> int | None:
     return int(owners[0].split(":")[1]) if owners else None
 
 
+def status(server) -> dict:
+    return orjson.loads(server.cli("status", "--json").stdout)
+
+
 def nice_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
@@ -84,6 +89,8 @@ def test_loader_and_archive_run_apart_are_restarted_and_die_with_the_server(make
     first = query_when_loaded(server.data_dir / "warehouse.duckdb", COUNT_TRACKS)[0][0]
     assert first > 0
     wait_for(lambda: archive_lease_pid(server.data_dir) == loader, "the child holds the archive lease")
+    [child] = [p for p in status(server)["processes"] if p["role"] == "background"]
+    assert child["pid"] == loader and child["leases"] == ["archive"]  # `trackyard status` shows it
 
     os.kill(loader, signal.SIGKILL)
     wait_gone(loader)

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trackyard.admin.server import build_admin_app
 from trackyard.archive.wiring import replay_scheduler
-from trackyard.background import BackgroundProcess
+from trackyard.background import BackgroundProcess, heartbeat
 from trackyard.config import Config
 from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
@@ -62,8 +62,13 @@ class Runtime:
 
     async def start(self) -> None:
         """Start what this process's role does: ingest, the workers, or both."""
-        await self._heartbeat_once()
-        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        await asyncio.to_thread(
+            self.store.heartbeat, self.process_id, self.config.role, socket.gethostname(), os.getpid()
+        )
+        every_s = max(0.5, self.config.lease_ttl_s / 5)
+        self._tasks.append(
+            asyncio.create_task(heartbeat(self.store, self.process_id, self.config.role, every_s))
+        )
         if self.config.serves_ingest:
             await asyncio.to_thread(self.sources.reload)
             loop = asyncio.get_running_loop()
@@ -88,20 +93,6 @@ class Runtime:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.store.forget_process, self.process_id)
         self.store.close()
-
-    async def _heartbeat_once(self) -> None:
-        await asyncio.to_thread(
-            self.store.heartbeat, self.process_id, self.config.role, socket.gethostname(), os.getpid()
-        )
-
-    async def _heartbeat(self) -> None:
-        """Tell the other processes (and `trackyard status`) this one is alive."""
-        while True:
-            await asyncio.sleep(max(0.5, self.config.lease_ttl_s / 5))
-            try:
-                await self._heartbeat_once()
-            except Exception:
-                log.exception("heartbeat failed; retrying")
 
     async def _maintain(self) -> None:
         """Refresh the write-key cache and expire old message ids, in the background: every

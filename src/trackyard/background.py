@@ -19,11 +19,15 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trackyard.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,17 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         child.kill()
         await child.wait()
+
+
+async def heartbeat(store: Store, process_id: str, role: str, every_s: float) -> None:
+    """Tell the other processes (and `trackyard status`) that `process_id` is alive, now and
+    every `every_s` seconds; a failed beat is logged and tried again at the next."""
+    while True:
+        try:
+            await asyncio.to_thread(store.heartbeat, process_id, role, socket.gethostname(), os.getpid())
+        except Exception:
+            log.exception("heartbeat failed; retrying")
+        await asyncio.sleep(every_s)
 
 
 def become_child_of(parent: int) -> None:

@@ -102,7 +102,7 @@ def test_partitions_spread_over_workers_and_survive_a_killed_worker(make_server,
         send(ingest, key, batch)
         vendor.wait_for(lambda _: set(delivered(vendor)) >= {e["messageId"] for e in batch}, timeout=30)
         processes = {p["role"] for p in status(ingest)["processes"]}
-        assert processes == {"ingest", "worker"}
+        assert processes == {"ingest", "worker", "background"}  # each worker's archive and warehouse child
 
         first.kill()  # its lease expires after 3 s and the other worker takes the partition
         wait_until(lambda: max(len(v) for v in leases_by_role(ingest).values()) == 2, timeout=30)

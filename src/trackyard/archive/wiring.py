@@ -38,8 +38,8 @@ def archive_options(config: Config) -> ArchiveOptions:
     )
 
 
-def archive_writer(config: Config, store: Store) -> ArchiveWriter:
-    return ArchiveWriter(store, archive_storage(config), archive_options(config), new_owner())
+def archive_writer(config: Config, store: Store, owner: str) -> ArchiveWriter:
+    return ArchiveWriter(store, archive_storage(config), archive_options(config), owner)
 
 
 def replay_scheduler(config: Config, store: Store, options: WorkerOptions) -> ReplayScheduler:

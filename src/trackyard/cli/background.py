@@ -12,6 +12,7 @@ from typing import Any
 
 from trackyard import background
 from trackyard.archive.wiring import archive_writer
+from trackyard.archive.writer import new_owner
 from trackyard.cli.common import config_from, open_store
 from trackyard.config import Config
 from trackyard.store import Store
@@ -31,10 +32,20 @@ def cmd_background(args: argparse.Namespace) -> None:
         background.run_until_stopped(_roles(config, store), args.child_of)
 
 
+ROLE = "background"
+
+
 async def _roles(config: Config, store: Store) -> None:
     """Warehouse loading and archive writing side by side; cancelling this cancels both, and
-    each finishes the batch or checkpoint it is in."""
+    each finishes the batch or checkpoint it is in. The child heartbeats under the id that
+    owns the archive lease, so `trackyard status` shows it with that lease."""
+    process_id = new_owner()
     loader = WarehouseRunner(
         store, config.builtin_warehouse, config.warehouse_interval_s, config.warehouse_batch_events
     )
-    await asyncio.gather(loader.run(), archive_writer(config, store).run())
+    every_s = max(0.5, config.lease_ttl_s / 5)
+    await asyncio.gather(
+        loader.run(),
+        archive_writer(config, store, process_id).run(),  # hands its lease back when stopped
+        background.heartbeat(store, process_id, ROLE, every_s),
+    )
