@@ -548,7 +548,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"before each scenario, wait up to this long for other work to drop below {IDLE_CORES} cores",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the first SQLite peak (of the first of --scenarios)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy raw profile of the first SQLite peak (of the first of --scenarios)",
+    )
     parser.add_argument(
         "--profile-flags", default="", help="more py-spy record flags, e.g. '--native' or '--gil'"
     )

@@ -121,6 +121,14 @@ async def started_pool(size: int) -> ParserPool:
     return pool
 
 
+async def replaced(pool: ParserPool, old: int) -> None:
+    """Wait until another parser runs in `old`'s place."""
+    deadline = time.monotonic() + 20
+    while pool.pids in ([], [old]):
+        assert time.monotonic() < deadline, f"no parser was started in place of {old}"
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("shape", [SHAPE, CLIENT], ids=["server", "client"])
 def test_a_parser_answers_as_parsing_in_place(monkeypatch: pytest.MonkeyPatch, shape: RequestShape) -> None:
     expected = {name: as_comparable(parse_request(body, shape)) for name, body in BODIES.items()}
@@ -160,10 +168,7 @@ def test_a_parser_that_dies_costs_no_request() -> None:
             os.kill(first, signal.SIGKILL)
             answers = await asyncio.gather(*requests)
             assert all(as_comparable(answer) == expected for answer in answers)
-            deadline = time.monotonic() + 20
-            while pool.pids in ([], [first]):
-                assert time.monotonic() < deadline, "no parser was started in the dead one's place"
-                await asyncio.sleep(0.05)
+            await replaced(pool, first)
             assert as_comparable(await pool.parse(body, SHAPE)) == expected
         finally:
             await pool.stop()
@@ -184,10 +189,7 @@ def test_a_stuck_parser_is_replaced_and_its_requests_answered(monkeypatch: pytes
             os.kill(stuck, signal.SIGSTOP)
             answers = await asyncio.gather(*(pool.parse(body, SHAPE) for _ in range(3)))
             assert all(as_comparable(answer) == expected for answer in answers)
-            deadline = time.monotonic() + 20
-            while pool.pids in ([], [stuck]):
-                assert time.monotonic() < deadline, "the stuck parser was not replaced"
-                await asyncio.sleep(0.05)
+            await replaced(pool, stuck)
             assert (
                 not Path(f"/proc/{stuck}").exists()
                 or "Z" in Path(f"/proc/{stuck}/stat").read_text().split()[2]
