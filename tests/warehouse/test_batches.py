@@ -81,3 +81,35 @@ def test_the_batch_engine_of_serve_is_bounded_and_single_threaded(log: Log, tmp_
         finally:
             engine.close()
         assert settings == (memory_limit, threads)
+
+
+def test_the_next_batch_is_prepared_on_one_thread_and_loaded_on_all(log: Log, tmp_path: Path, monkeypatch):
+    """While a batch loads, the next one is shaped by an engine of one thread (two engines of
+    a thread per core each would oversubscribe the cores); it loads with all of them."""
+    from trackyard.warehouse.batch import LogBatch
+
+    seen: dict[str, list[int]] = {"prepared": [], "loaded": []}
+    shapes, load = LogBatch.shapes, Loader._load
+
+    def threads(batch: LogBatch) -> int:
+        return int(batch.conn.execute("SELECT current_setting('threads')").fetchall()[0][0])
+
+    def shaping(batch: LogBatch) -> Any:
+        seen["prepared"].append(threads(batch))
+        return shapes(batch)
+
+    def loading(loader: Loader, session: Any, batch: LogBatch, position: int) -> Any:
+        seen["loaded"].append(threads(batch))
+        return load(loader, session, batch, position)
+
+    monkeypatch.setattr(LogBatch, "shapes", shaping)
+    monkeypatch.setattr(Loader, "_load", loading)
+    log.append(stream())
+    config = WarehouseConfig("test", "duckdb", {"path": str(tmp_path / "warehouse.duckdb")})
+    loader = Loader(log.store, config, batch_events=10)
+    monkeypatch.setattr(loader, "engine", type(loader.engine)(loader.engine.memory_limit, 2))
+    result = loader.sync()
+
+    assert (result.error, result.batches) == (None, 3)
+    assert seen["loaded"] == [2, 2, 2]
+    assert 1 in seen["prepared"]  # the batches after the first were prepared ahead
