@@ -26,6 +26,7 @@ RECEIVED = Counter(
     "Events received by the collection API, by outcome (stored, duplicate, failed on ingest).",
     ["outcome"],
 )
+_STORED, _DUPLICATE, _FAILED = (RECEIVED.labels(outcome) for outcome in ("stored", "duplicate", "failed"))
 
 
 @dataclass(slots=True)
@@ -93,26 +94,35 @@ class GroupCommitter:
             if not isinstance(exc, StoreUnavailable):
                 log.exception("append failed")
                 exc = StoreUnavailable(f"the event log could not commit: {exc}")
-            for pending in group:
-                pending.loop.call_soon_threadsafe(_resolve, pending.future, exc)
+            _answer(group, exc)
             return
         self.commits += 1
         self.stored += result.stored
         self.duplicates += result.duplicates
-        RECEIVED.labels("stored").inc(result.stored)
-        RECEIVED.labels("duplicate").inc(result.duplicates)
-        RECEIVED.labels("failed").inc(result.failed)
-        for pending in group:
-            pending.loop.call_soon_threadsafe(_resolve, pending.future, None)
+        _STORED.inc(result.stored)
+        _DUPLICATE.inc(result.duplicates)
+        _FAILED.inc(result.failed)
+        _answer(group, None)
         if result.stored:
             for listener in self.listeners:
                 listener()
 
 
-def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _answer(group: list[_Pending], error: BaseException | None) -> None:
+    """Resolve the group's futures with one wake-up of each event loop, not one per request:
+    each wake-up is a write to the loop's self-pipe (a system call holding the GIL)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for pending in group:
+        by_loop.setdefault(pending.loop, []).append(pending.future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
