@@ -5,6 +5,7 @@ exactly what extracting it from the events would, in both dialects."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,27 @@ def test_the_next_batch_is_prepared_on_one_thread_and_loaded_on_all(log: Log, tm
     assert (result.error, result.batches) == (None, 3)
     assert seen["loaded"] == [2, 2, 2]
     assert 1 in seen["prepared"]  # the batches after the first were prepared ahead
+
+
+def test_the_next_batch_is_read_on_one_reader_thread_for_every_sync(log: Log, tmp_path: Path, monkeypatch):
+    """The read of the next batch runs beside the load, on one thread that outlives each sync:
+    the store connection it opens is opened once, not once per sync."""
+    reads: list[str] = []
+    read = Loader._read
+
+    def reading(loader: Loader, position: int, until: int) -> Any:
+        reads.append(threading.current_thread().name)
+        return read(loader, position, until)
+
+    monkeypatch.setattr(Loader, "_read", reading)
+    config = WarehouseConfig("test", "duckdb", {"path": str(tmp_path / "warehouse.duckdb")})
+    connections = []
+    for round_ in range(3):
+        log.append([track("Signed Up", {"plan": "pro"}, f"s{round_}-{n}") for n in range(30)])
+        result = Loader(log.store, config, batch_events=10).sync()
+        assert (result.error, result.events) == (None, 30)
+        connections.append(len(log.store._connections))
+
+    # each sync reads its first batch itself, and the next two on the reader thread
+    assert sorted(reads) == ["MainThread"] * 3 + ["warehouse-reader_0"] * 6
+    assert connections[0] == connections[1] == connections[2]

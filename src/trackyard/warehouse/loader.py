@@ -9,15 +9,16 @@ leaves either nothing or everything of its batch, and the next load starts where
 last committed one ended. The store keeps a copy (`warehouse:<name>`) for lag and log
 retention, and the status of each sync.
 
-Before a batch loads, the loader reads the next one; while the batch loads, a thread
-copies the next one into an in-memory DuckDB of its own and finds its shapes, so that two
-DuckDB engines use the two cores of a small machine. That engine works on one thread while
-the other loads (two engines of one thread per core each would be oversubscribed), and gets
-all of them back when it loads: the next load attaches the warehouse to it.
+While a batch loads, a thread reads the next one from the log, copies it into an
+in-memory DuckDB of its own and finds its shapes, so that the two cores of a small machine
+both work. That engine works on one thread while the other loads (two engines of one thread
+per core each would be oversubscribed), and gets all of them back when it loads: the next
+load attaches the warehouse to it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -100,7 +101,7 @@ class Loader:
         self.limits = Limits(self.dialect.max_identifier_length, self.dialect.max_columns)
         self.registry = Warehouses(store)
         self.crash_at = os.environ.get(CRASH_ENV)
-        self._pool: ThreadPoolExecutor | None = None
+        self._syncing = False
         self.engine = EngineLimits.for_batch(batch_events)
         self._ahead: _Ahead | None = None
 
@@ -111,7 +112,7 @@ class Loader:
         Errors are recorded and returned, not raised: the next sync tries again.
         `stop` ends the sync between batches; `on_batch` hears of each batch (progress)."""
         result = SyncResult(self.config.name, head=self.store.head())
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"warehouse-{self.config.name}")
+        self._syncing = True
         try:
             while stop is None or not stop.is_set():
                 events, result.position, load = self._load_batch_retrying(result.head)
@@ -131,8 +132,7 @@ class Loader:
             self.registry.record_error(self.config.name, result.error)
             return result
         finally:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+            self._syncing = False
             self._discard_ahead()
         self.registry.record_sync(self.config.name, result.events, result.rows, result.warnings)
         return result
@@ -199,19 +199,18 @@ class Loader:
         return batch
 
     def _prepare_next(self, position: int, until: int) -> None:
-        """Read the next batch, then shape it on a thread while this one loads.
-
-        The read stays on this thread, before the load: it is Python work, and Python work
-        running beside a DuckDB query slows the query several times over (DuckDB takes the
-        GIL between its tasks to check for interrupts). DuckDB beside DuckDB runs in parallel."""
-        if self._pool is not None and position < until:
-            chunks = self._read(position, until)
-            self._ahead = _Ahead(position, until, self._pool.submit(self._prepare, chunks))
+        """Read the next batch and shape it on the reader thread while this one loads (1M bench
+        events: 16.1–16.6 s against 17.8–18.3 s with the read on this thread, before the load)."""
+        if self._syncing and position < until:
+            future = _reader().submit(lambda: self._prepare(self._read(position, until)))
+            self._ahead = _Ahead(position, until, future)
 
     def _discard_ahead(self) -> None:
         """Close the engine of a batch prepared but not loaded (the sync stopped or failed)."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.future.done() and ahead.future.exception() is None:
+        if ahead is None or ahead.future.cancel():
+            return
+        if ahead.future.exception() is None:  # waits for it to finish
             ahead.future.result().conn.close()
 
     def _read(self, position: int, until: int) -> list[pa.RecordBatch]:
@@ -247,6 +246,13 @@ class Loader:
 
     def _schemas(self) -> dict[int, str]:
         return {source.id: source.slug for source in self.store.list_sources()}
+
+
+@functools.cache
+def _reader() -> ThreadPoolExecutor:
+    """The thread that reads and shapes the next batch, one for the life of the process: it
+    opens its own connection to the store, which a thread per sync would leave open each time."""
+    return ThreadPoolExecutor(1, thread_name_prefix="warehouse-reader")
 
 
 def _unfit(batch: LogBatch, error: BaseException) -> Unfit | None:
