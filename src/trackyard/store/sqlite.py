@@ -382,8 +382,8 @@ class SQLiteStore(Store):
         fresh_keys: list[int] = []
         fresh: list[LogRecord] = []
         group: set[int] = set()
-        for key, record in zip(keys, records, strict=True):
-            if key in self._recent or key in group:
+        for key, record, known in zip(keys, records, self._recent.known(keys), strict=True):
+            if known or key in group:
                 continue
             group.add(key)
             fresh_keys.append(key)
@@ -436,8 +436,9 @@ class SQLiteStore(Store):
                 "WHERE received_ms >= ? ORDER BY seq",
                 (horizon,),
             )
-            for source_id, message_id, received_ms in rows:
-                self._recent.add(id_hash(source_id, message_id), received_ms)
+            while chunk := rows.fetchmany(10_000):
+                keys = [id_hash(source_id, message_id) for source_id, message_id, _ in chunk]
+                self._recent.add_many(keys, [received_ms for _, _, received_ms in chunk])
         self._recent_loaded = True
 
     def prune_dedupe(self, now_ms: int) -> int:
