@@ -97,8 +97,8 @@ class Peak:
     stored_events: int
     server_us_per_req: float
     server_us_per_event: float
-    server_cores: float  # serve and its parser processes
-    parser_cores: float  # of which the parser processes
+    server_cores: float  # serve and its parser and writer processes
+    helper_cores: float  # of which the parser and writer processes
     loop_thread_cores: float  # the server's main thread: the event loop (HTTP, validation, commits)
     loadgen_cores: float
     host_cores: float
@@ -126,7 +126,7 @@ class Outcome:
     peak: Peak | None = None
     half: HalfRate | None = None
     dedupe_ok: bool | None = None
-    peak_rss_mb: float | None = None  # serve and its parser processes, each at its own peak
+    peak_rss_mb: float | None = None  # serve and its parser and writer processes, each at its own peak
     children_peak_rss_mb: float | None = None  # serve's background child (warehouse loader, archive)
     stored_total: int | None = None
     distinct_total: int | None = None
@@ -240,7 +240,7 @@ class Window:
 
     started: float
     server_cpu: float
-    parser_cpu: dict[int, float]
+    helper_cpu: dict[int, float]
     loop_cpu: float
     threads_cpu: dict[int, float]
     host_busy: float
@@ -251,7 +251,7 @@ class Window:
         return cls(
             time.monotonic(),
             procs.cpu_seconds(server.pid),
-            {pid: procs.cpu_seconds(pid) for pid in procs.parsers_of(server.pid)},
+            {pid: procs.cpu_seconds(pid) for pid in procs.ingest_helpers_of(server.pid)},
             procs.main_thread_cpu_seconds(server.pid),
             procs.thread_cpu_seconds(server.pid),
             procs.host_busy_seconds()[0],
@@ -259,12 +259,13 @@ class Window:
         )
 
     def server_cpu_s(self, server: Server) -> float:
-        """CPU seconds of serve and its parsers since the window opened."""
-        return procs.cpu_seconds(server.pid) - self.server_cpu + self.parser_cpu_s(server)
+        """CPU seconds of serve and its parser and writer processes since the window opened."""
+        return procs.cpu_seconds(server.pid) - self.server_cpu + self.helper_cpu_s(server)
 
-    def parser_cpu_s(self, server: Server) -> float:
+    def helper_cpu_s(self, server: Server) -> float:
         return sum(
-            procs.cpu_seconds(pid) - self.parser_cpu.get(pid, 0.0) for pid in procs.parsers_of(server.pid)
+            procs.cpu_seconds(pid) - self.helper_cpu.get(pid, 0.0)
+            for pid in procs.ingest_helpers_of(server.pid)
         )
 
     def thread_cores(self, server: Server) -> dict[str, float]:
@@ -282,7 +283,7 @@ class Window:
         pg = procs.cpu_seconds_of("postgres") - self.postgres_cpu if with_postgres else 0.0
         return {
             "server_cores": self.server_cpu_s(server) / elapsed,
-            "parser_cores": self.parser_cpu_s(server) / elapsed,
+            "helper_cores": self.helper_cpu_s(server) / elapsed,
             "loop_thread_cores": loop / elapsed,
             "host_cores": host / elapsed,
             "postgres_cores": pg / elapsed,
@@ -453,7 +454,7 @@ def measure(
     with_pg = target.kind == "postgres"
     if args.warmup > 0:
         wrk_phase(processes, server, scenario, tag + "w", args.warmup, tmp)
-    rss_warm, stored_warm = procs.rss_mb(server.pid), stored_now(server)
+    rss_warm, stored_warm = ingest_rss_mb(server), stored_now(server)
     profiler = start_profiler(processes, server, args, target, scenario, tmp)
     outcome.peak, outcome.thread_cores = peak_phase(
         processes, server, scenario, tag + "p", args.seconds, tmp, with_pg
@@ -467,15 +468,22 @@ def measure(
         progress(f"  half rate {rate:,.0f} req/s: p99 {outcome.half.p99_ms:.1f} ms")
         outcome.stored_total = stored_now(server)
         outcome.distinct_total = server.counter.distinct_ids()
-        growth = (procs.rss_mb(server.pid) - rss_warm) * 2**20
+        growth = (ingest_rss_mb(server) - rss_warm) * 2**20
         outcome.rss_growth_bytes_per_event = growth / max(outcome.stored_total - stored_warm, 1)
     if server.process.poll() is not None:
         raise RuntimeError(f"the server died: {procs.log_tail(server.log)}")
-    outcome.peak_rss_mb = sum(procs.peak_rss_mb(pid) for pid in [server.pid, *procs.parsers_of(server.pid)])
+    outcome.peak_rss_mb = sum(
+        procs.peak_rss_mb(pid) for pid in [server.pid, *procs.ingest_helpers_of(server.pid)]
+    )
     outcome.children_peak_rss_mb = sum(procs.peak_rss_mb(pid) for pid in procs.background_of(server.pid))
 
 
 # -- profiling (optional, needs py-spy) ----------------------------------------------------
+def ingest_rss_mb(server: Server) -> float:
+    """Resident memory now of serve and its parser and writer processes."""
+    return sum(procs.rss_mb(pid) for pid in [server.pid, *procs.ingest_helpers_of(server.pid)])
+
+
 def start_profiler(
     processes: procs.Processes,
     server: Server,

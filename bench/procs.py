@@ -122,14 +122,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def parsers_of(pid: int) -> list[int]:
-    """serve's parser processes: part of ingest, so their CPU and memory count as the server's."""
-    return [child for child in children(pid) if PARSER_MODULE in _cmdline(child)]
+def ingest_helpers_of(pid: int) -> list[int]:
+    """serve's parser and writer processes: part of ingest, so their CPU and memory count as
+    the server's."""
+    return [child for child in children(pid) if _is_ingest_helper(child)]
 
 
 def background_of(pid: int) -> list[int]:
     """serve's other children: the warehouse loader and archive writer."""
-    return [child for child in children(pid) if PARSER_MODULE not in _cmdline(child)]
+    return [child for child in children(pid) if not _is_ingest_helper(child)]
+
+
+def _is_ingest_helper(pid: int) -> bool:
+    return any(module in INGEST_HELPER_MODULES for module in _cmdline(pid))
 
 
 def _cmdline(pid: int) -> list[bytes]:
@@ -139,7 +144,7 @@ def _cmdline(pid: int) -> list[bytes]:
         return []
 
 
-PARSER_MODULE = b"trackyard.ingest.parser_worker"
+INGEST_HELPER_MODULES = (b"trackyard.ingest.parser_worker", b"trackyard.ingest.writer_worker")
 
 
 def rss_mb(pid: int) -> float:

@@ -228,7 +228,7 @@ def _peak_line(row: dict[str, Any]) -> list[str]:
         number(p["server_us_per_req"], 0),
         number(p["server_us_per_event"], 1),
         number(p["server_cores"], 2),
-        number(p.get("parser_cores", 0.0), 2),
+        number(p.get("helper_cores", 0.0), 2),
         number(p["loop_thread_cores"], 2),
         number(p["postgres_cores"], 2) if row["target"].endswith("postgres") else "–",
         number(p["loadgen_cores"], 2),
@@ -294,7 +294,7 @@ def render(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "peak RSS MB",
         "background RSS MB",
     ]
-    peak_header += ["server µs/req", "server µs/event", "server cores", "of which parsers"]
+    peak_header += ["server µs/req", "server µs/event", "server cores", "of which parsers and writer"]
     peak_header += ["loop thread cores", "PG cores"]
     peak_header += ["wrk cores"]
     peak_header += ["host busy cores", "other cores", "ratio to floor"]

@@ -19,12 +19,14 @@ from trackyard.background import BackgroundProcess, heartbeat
 from trackyard.config import Config
 from trackyard.delivery.engine import DeliveryEngine
 from trackyard.delivery.worker import WorkerOptions
-from trackyard.ingest.committer import GroupCommitter
+from trackyard.ingest.committer import Committer, GroupCommitter
 from trackyard.ingest.http import CollectionAPI, Receive, Scope, Send
 from trackyard.ingest.parsers import ParserPool, default_parsers
 from trackyard.ingest.sources import SourceDirectory
+from trackyard.ingest.writer import WriterClient
 from trackyard.spec import now_ms
 from trackyard.store import Store
+from trackyard.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,17 @@ class Runtime:
     config: Config
     store: Store
     sources: SourceDirectory = field(init=False)
-    committer: GroupCommitter = field(init=False)
+    committer: Committer = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sources = SourceDirectory(self.store)
-        self.committer = GroupCommitter(self.store)
+        self.committer = (
+            WriterClient(self.store)
+            if isinstance(self.store, SQLiteStore) and self.config.ingest_writer == "process"
+            else GroupCommitter(self.store)
+        )
         parsers = self.config.ingest_parsers
         self.parsers = ParserPool(default_parsers() if parsers is None else parsers)
         self.delivery = DeliveryEngine(
@@ -73,7 +79,7 @@ class Runtime:
             await asyncio.to_thread(self.sources.reload)
             loop = asyncio.get_running_loop()
             self.committer.listeners.append(lambda: loop.call_soon_threadsafe(self.delivery.notify))
-            self.committer.start()
+            await self.committer.start()
             await self.parsers.start()
             self._tasks.append(asyncio.create_task(self._maintain()))
         if self.config.runs_workers:
@@ -89,7 +95,7 @@ class Runtime:
                 await task
         if self.config.serves_ingest:
             await self.parsers.stop()
-            await asyncio.to_thread(self.committer.stop)
+            await self.committer.stop()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.store.forget_process, self.process_id)
         self.store.close()
@@ -106,7 +112,7 @@ class Runtime:
             try:
                 await asyncio.to_thread(self.sources.reload)
                 if ticks % prune_every_ticks == 0:
-                    await asyncio.to_thread(self.store.prune_dedupe, now_ms())
+                    await self.committer.prune_dedupe(now_ms())
             except Exception:
                 log.exception("maintenance failed; retrying in %d s", MAINTAIN_EVERY_S)
 

@@ -38,6 +38,7 @@ class Config:
     ingest_parsers: int | None = (
         None  # parser processes for batch bodies; None: one per core beyond the first
     )
+    ingest_writer: str = "process"  # SQLite: appends and dedupe in a writer process, or "thread"
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     role: str = "all"  # all, ingest or worker
     admin: bool = True  # serve the web app and the admin API
@@ -73,6 +74,7 @@ class Config:
             "ingest_parsers": int(env["TRACKYARD_INGEST_PARSERS"])
             if env.get("TRACKYARD_INGEST_PARSERS")
             else None,
+            "ingest_writer": env.get("TRACKYARD_INGEST_WRITER", "process").lower(),
             "trusted_proxies": _parse_networks(env.get("TRACKYARD_TRUSTED_PROXIES", "")),
             "lease_ttl_s": float(env.get("TRACKYARD_LEASE_TTL_S", 15)),
             "retry_max_age_s": float(env.get("TRACKYARD_RETRY_MAX_AGE_S", 4 * 3600)),
@@ -97,6 +99,8 @@ class Config:
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values["sqlite_synchronous"] not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("TRACKYARD_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+        if values["ingest_writer"] not in {"process", "thread"}:
+            raise ValueError("TRACKYARD_INGEST_WRITER must be process or thread")
         days = values["archive_retention_days"]
         if isinstance(days, float) and days <= 0:
             raise ValueError(

@@ -17,7 +17,7 @@ from trackyard.admin.service import FirstStart, bootstrap
 from trackyard.app import Runtime, build_app
 from trackyard.cli.common import CommandError, config_from, out
 from trackyard.config import Config
-from trackyard.ingest.parsers import tune_garbage_collector
+from trackyard.ingest.children import tune_garbage_collector
 
 
 def register(commands: Any) -> None:

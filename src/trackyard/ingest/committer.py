@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -40,6 +41,20 @@ class _Pending:
 _STOP = object()
 
 
+class Committer(Protocol):
+    """Group commit, in a thread here or through the embedded store's writer process (writer.py)."""
+
+    listeners: list[Callable[[], None]]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def commit(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord]) -> None: ...
+
+    async def prune_dedupe(self, now_ms: int) -> int: ...
+
+
 class GroupCommitter:
     def __init__(self, store: Store, max_group_events: int = 20_000) -> None:
         self.store = store
@@ -51,12 +66,15 @@ class GroupCommitter:
         self.stored = 0
         self.duplicates = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self._queue.put(_STOP)
-        self._thread.join()
+        await asyncio.to_thread(self._thread.join)
+
+    async def prune_dedupe(self, now_ms: int) -> int:
+        return await asyncio.to_thread(self.store.prune_dedupe, now_ms)
 
     async def commit(self, records: Sequence[LogRecord], failures: Sequence[FailureRecord]) -> None:
         """Return once records and failures are durably committed; raise StoreUnavailable otherwise."""
@@ -99,13 +117,17 @@ class GroupCommitter:
         self.commits += 1
         self.stored += result.stored
         self.duplicates += result.duplicates
-        _STORED.inc(result.stored)
-        _DUPLICATE.inc(result.duplicates)
-        _FAILED.inc(result.failed)
+        count_received(result)
         _answer(group, None)
         if result.stored:
             for listener in self.listeners:
                 listener()
+
+
+def count_received(result: AppendResult) -> None:
+    _STORED.inc(result.stored)
+    _DUPLICATE.inc(result.duplicates)
+    _FAILED.inc(result.failed)
 
 
 def _answer(group: list[_Pending], error: BaseException | None) -> None:

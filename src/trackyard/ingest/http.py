@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from trackyard.config import Config
-from trackyard.ingest.committer import GroupCommitter
+from trackyard.ingest.committer import Committer
 from trackyard.ingest.parse import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, RequestError, RequestShape
 from trackyard.ingest.parsers import ParserPool
 from trackyard.ingest.settings_doc import settings_document
@@ -62,7 +62,7 @@ class CollectionAPI:
         self,
         config: Config,
         sources: SourceDirectory,
-        committer: GroupCommitter,
+        committer: Committer,
         fallback: ASGIApp | None = None,
         parsers: ParserPool | None = None,
     ) -> None:

@@ -12,18 +12,15 @@ import sys
 
 import orjson
 
-from trackyard.ingest.parsers import FRAME_HEAD, answer, shape_of, tune_garbage_collector
+from trackyard.ingest.children import read_frame, tune_garbage_collector
+from trackyard.ingest.parsers import answer, shape_of
 
 
 def serve(sock: socket.socket) -> None:
     with sock, sock.makefile("rb") as frames:
-        while head := frames.read(FRAME_HEAD.size):
-            if len(head) < FRAME_HEAD.size:
-                return
-            meta_size, body_size = FRAME_HEAD.unpack(head)
-            header = orjson.loads(frames.read(meta_size))
-            body = frames.read(body_size)
-            sock.sendall(answer(body, shape_of(header)))
+        while (request := read_frame(frames)) is not None:
+            meta, body = request
+            sock.sendall(answer(body, shape_of(orjson.loads(meta))))
 
 
 if __name__ == "__main__":

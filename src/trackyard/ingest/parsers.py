@@ -21,36 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-import socket
-import struct
 import sys
 from collections import deque
 from typing import Any
 
 import orjson
 
+from trackyard.ingest.children import FRAME_HEAD, frame, socket_pair
 from trackyard.ingest.parse import Parsed, RequestError, RequestShape, parse_request
 
 log = logging.getLogger(__name__)
 
-FRAME_HEAD = struct.Struct("<II")
 OFFLOAD_MIN_BYTES = 8 * 1024  # smaller bodies are parsed in place
 RESTART_DELAY_S = 1.0
 ANSWER_TIMEOUT_S = 10.0  # a 500 KB batch takes ~10 ms: a parser this late is stuck, not busy
 STOP_TIMEOUT_S = 5.0
-SOCKET_BUFFER_BYTES = 1 << 20
-
-
-def tune_garbage_collector() -> None:
-    """Events are dicts without reference cycles, freed by reference counting; with the default
-    thresholds the cyclic collector ran every 700 allocations and took ~24% of the ingest
-    loop's CPU (py-spy, bench/ingest.py). Long-lived start-up objects are frozen out of it."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(200_000, 50, 100)
 
 
 def default_parsers() -> int:
@@ -59,11 +46,6 @@ def default_parsers() -> int:
 
 
 # -- frames ----------------------------------------------------------------------------
-def frame(header: object, payload: bytes) -> bytes:
-    meta = orjson.dumps(header)
-    return FRAME_HEAD.pack(len(meta), len(payload)) + meta + payload
-
-
 def request_header(shape: RequestShape) -> list[Any]:
     return [shape.batch, shape.implied_type, shape.client, shape.received_ms, shape.client_ip]
 
@@ -126,10 +108,7 @@ class _Parser:
 
     @classmethod
     async def start(cls) -> _Parser:
-        mine, theirs = socket.socketpair()
-        for end in (mine, theirs):
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+        mine, theirs = socket_pair()
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -240,6 +240,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self.segment_rows = segment_rows
         self.busy_timeout_ms = busy_timeout_ms
+        self.dedupe_window_s = dedupe_window_s
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
