@@ -17,6 +17,7 @@ import pytest
 
 from tests.test_background import children, wait_gone
 from trackyard.config import Config
+from trackyard.ingest import writer as writer_module
 from trackyard.ingest.children import FRAME_HEAD
 from trackyard.ingest.writer import WriterClient
 from trackyard.ingest.writer_worker import append_frame, records_from
@@ -135,6 +136,28 @@ def test_a_writer_that_breaks_the_protocol_fails_its_group_and_is_replaced(store
         raise AssertionError("no new writer")
 
     assert run(store, scenario) == ["after"]
+
+
+def test_while_no_writer_can_start_commits_fail_and_then_go_in_again(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+):
+    async def scenario(client: WriterClient) -> list[str]:
+        first = client.pid
+        assert first is not None
+        monkeypatch.setattr(writer_module.sys, "executable", "/nonexistent/python")
+        os.kill(first, signal.SIGKILL)
+        wait_gone(first)
+        for _ in range(3):  # the dead writer's exit, then failed starts: all answered 503
+            with pytest.raises(StoreUnavailable):
+                await client.commit([record(1, "refused")], [])
+        monkeypatch.undo()
+        for _ in range(100):
+            with contextlib.suppress(StoreUnavailable):
+                return await stored_by(store, client, [record(1, "accepted")])
+            await asyncio.sleep(0.05)
+        raise AssertionError("no writer started again")
+
+    assert run(store, scenario) == ["accepted"]
 
 
 def test_a_second_writer_waits_for_the_first_to_exit(store: SQLiteStore):

@@ -146,11 +146,21 @@ class WriterClient:
                 code = await self._stop_process()
                 log.warning("writer process exited with %s; starting another", code)
                 self._fail_all(StoreUnavailable(f"the writer process exited with {code}; retry"))
-                await asyncio.sleep(RESTART_DELAY_S)
-                reader = await self._start_process()
+                reader = await self._restarted()
         finally:
             self._fail_all(StoreUnavailable("the server is stopping"))
             await asyncio.shield(self._stop_process())
+
+    async def _restarted(self) -> asyncio.StreamReader:
+        """Another writer, after a pause; while none can start, each failed try fails (503) the
+        commits that waited for it."""
+        while True:
+            await asyncio.sleep(RESTART_DELAY_S)
+            try:
+                return await self._start_process()
+            except OSError:
+                log.exception("could not start a writer process; retrying")
+                self._fail_all(StoreUnavailable("no writer process could start; retry"))
 
     async def _start_process(self) -> asyncio.StreamReader:
         mine, theirs = socket_pair()
@@ -165,6 +175,9 @@ class WriterClient:
                 *arguments,
                 pass_fds=(theirs.fileno(),),
             )
+        except OSError:
+            mine.close()
+            raise
         finally:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=mine)
