@@ -17,7 +17,7 @@ import pytest
 
 from tests.test_background import children, wait_gone
 from trackyard.config import Config
-from trackyard.ingest import writer as writer_module
+from trackyard.ingest import children as child_processes
 from trackyard.ingest.children import FRAME_HEAD
 from trackyard.ingest.writer import WriterClient
 from trackyard.ingest.writer_worker import append_frame, records_from
@@ -144,7 +144,7 @@ def test_while_no_writer_can_start_commits_fail_and_then_go_in_again(
     async def scenario(client: WriterClient) -> list[str]:
         first = client.pid
         assert first is not None
-        monkeypatch.setattr(writer_module.sys, "executable", "/nonexistent/python")
+        monkeypatch.setattr(child_processes.sys, "executable", "/nonexistent/python")
         os.kill(first, signal.SIGKILL)
         wait_gone(first)
         for _ in range(3):  # the dead writer's exit, then failed starts: all answered 503

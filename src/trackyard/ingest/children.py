@@ -6,9 +6,11 @@ apart from the parsers and the writer so that each child imports only what it ru
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 import struct
+import sys
 from typing import BinaryIO
 
 import orjson
@@ -33,6 +35,31 @@ def read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
     if len(meta) < meta_size or len(payload) < payload_size:
         return None
     return meta, payload
+
+
+async def read_frame_async(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The next (header, payload); raises asyncio.IncompleteReadError at the end."""
+    meta_size, payload_size = FRAME_HEAD.unpack(await reader.readexactly(FRAME_HEAD.size))
+    meta = await reader.readexactly(meta_size)
+    return meta, await reader.readexactly(payload_size)
+
+
+async def start_child(
+    module: str, *arguments: str
+) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]:
+    """`python -m MODULE FD ARGUMENTS…`, FD its end of a socket pair; ours as streams."""
+    mine, theirs = socket_pair()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, str(theirs.fileno()), *arguments, pass_fds=(theirs.fileno(),)
+        )
+    except OSError:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+    reader, writer = await asyncio.open_unix_connection(sock=mine)
+    return process, reader, writer
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:

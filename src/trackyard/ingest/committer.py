@@ -12,15 +12,17 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
 
 from trackyard.store import AppendResult, FailureRecord, LogRecord, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RECEIVED = Counter(
     "trackyard_events_received_total",
@@ -137,14 +139,15 @@ def _answer(group: list[_Pending], error: BaseException | None) -> None:
     for pending in group:
         by_loop.setdefault(pending.loop, []).append(pending.future)
     for loop, futures in by_loop.items():
-        loop.call_soon_threadsafe(_resolve, futures, error)
+        loop.call_soon_threadsafe(settle, futures, error)
 
 
-def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+def settle(futures: Iterable[asyncio.Future[T]], outcome: T | BaseException) -> None:
+    """Resolve each future not yet done (a caller may have gone) with a result or an error."""
     for future in futures:
         if future.done():
             continue
-        if error is None:
-            future.set_result(None)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            future.set_exception(error)
+            future.set_result(outcome)

@@ -23,13 +23,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections import deque
 from typing import Any
 
 import orjson
 
-from trackyard.ingest.children import FRAME_HEAD, frame, socket_pair
+from trackyard.ingest.children import frame, read_frame_async, start_child
 from trackyard.ingest.parse import Parsed, RequestError, RequestShape, parse_request
 
 log = logging.getLogger(__name__)
@@ -108,19 +107,9 @@ class _Parser:
 
     @classmethod
     async def start(cls) -> _Parser:
-        mine, theirs = socket_pair()
-        try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "trackyard.ingest.parser_worker",
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-            )
-        finally:
-            theirs.close()
+        process, reader, writer = await start_child("trackyard.ingest.parser_worker")
         parser = cls(process)
-        parser.reader, parser.writer = await asyncio.open_unix_connection(sock=mine)
+        parser.reader, parser.writer = reader, writer
         return parser
 
     async def parse(self, body: bytes, shape: RequestShape) -> Parsed:
@@ -149,9 +138,7 @@ class _Parser:
         assert self.reader is not None
         try:
             while True:
-                meta_size, payload_size = FRAME_HEAD.unpack(await self.reader.readexactly(FRAME_HEAD.size))
-                meta = await self.reader.readexactly(meta_size)
-                payload = await self.reader.readexactly(payload_size)
+                meta, payload = await read_frame_async(self.reader)
                 future = self.pending.popleft()
                 if not future.done():
                     future.set_result((meta, payload))

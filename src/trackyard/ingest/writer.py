@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from trackyard.ingest.children import FRAME_HEAD, frame, socket_pair
-from trackyard.ingest.committer import count_received
+from trackyard.ingest.children import frame, read_frame_async, start_child
+from trackyard.ingest.committer import count_received, settle
 from trackyard.ingest.writer_worker import append_frame
 from trackyard.store import AppendResult, FailureRecord, LogRecord, StoreUnavailable
 from trackyard.store.sqlite import SQLiteStore
@@ -119,9 +118,9 @@ class WriterClient:
         if exchange is None:
             raise ValueError("an answer with no request in flight")
         if "unavailable" in header:
-            _settle(exchange.futures, StoreUnavailable(header["unavailable"]))
+            settle(exchange.futures, StoreUnavailable(header["unavailable"]))
         else:
-            _settle(exchange.futures, header)
+            settle(exchange.futures, header)
             if "result" in header:
                 self._counted(AppendResult(*header["result"]))
         self._send_next()
@@ -139,9 +138,7 @@ class WriterClient:
                 self._send_next()
                 with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, ValueError):
                     while True:
-                        meta_size, payload_size = FRAME_HEAD.unpack(await reader.readexactly(FRAME_HEAD.size))
-                        meta = await reader.readexactly(meta_size)
-                        await reader.readexactly(payload_size)
+                        meta, _ = await read_frame_async(reader)
                         self._answered(orjson.loads(meta))
                 code = await self._stop_process()
                 log.warning("writer process exited with %s; starting another", code)
@@ -163,24 +160,10 @@ class WriterClient:
                 self._fail_all(StoreUnavailable("no writer process could start; retry"))
 
     async def _start_process(self) -> asyncio.StreamReader:
-        mine, theirs = socket_pair()
         store = self.store
-        arguments = [str(theirs.fileno()), str(store.path), store.synchronous, str(store.segment_rows)]
+        arguments = [str(store.path), store.synchronous, str(store.segment_rows)]
         arguments += [str(store.dedupe_window_s), str(store.busy_timeout_ms)]
-        try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "trackyard.ingest.writer_worker",
-                *arguments,
-                pass_fds=(theirs.fileno(),),
-            )
-        except OSError:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=mine)
+        self._process, reader, self._writer = await start_child("trackyard.ingest.writer_worker", *arguments)
         return reader
 
     async def _stop_process(self) -> int | None:
@@ -204,14 +187,4 @@ class WriterClient:
         self._in_flight = None
         self._waiting.clear()
         for exchange in exchanges:
-            _settle(exchange.futures, error)
-
-
-def _settle(futures: list[asyncio.Future[dict[str, Any]]], outcome: dict[str, Any] | BaseException) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+            settle(exchange.futures, error)
